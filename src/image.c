@@ -67,20 +67,14 @@ typedef struct {
     FILE *fp;
     unsigned char head[PNG_HEAD_LEN];
     size_t head_len, head_pos;
-    int err; /* errno of the first read error, 0 if none */
-    int eof; /* a read came up short because the file ended */
+    int err;       /* errno of the first read error, 0 if none */
+    int truncated; /* a decoder needed bytes past the end of the file (short reads alone are normal) */
 } reader;
 
 static size_t read_raw(reader *r, unsigned char *dst, size_t n) {
     errno = 0;
     size_t got = fread(dst, 1, n, r->fp);
-    if (got < n) {
-        if (ferror(r->fp)) {
-            if (!r->err) r->err = errno ? errno : EIO;
-        } else {
-            r->eof = 1;
-        }
-    }
+    if (got < n && ferror(r->fp) && !r->err) r->err = errno ? errno : EIO;
     return got;
 }
 
@@ -120,7 +114,10 @@ static void png_warning_cb(png_structp png, png_const_charp msg) {
 
 static void png_read_cb(png_structp png, png_bytep dst, size_t n) {
     reader *r = png_get_io_ptr(png);
-    if (reader_read(r, dst, n) != n) png_error(png, r->err ? "read error" : "unexpected end of file");
+    if (reader_read(r, dst, n) != n) {
+        r->truncated = !r->err;
+        png_error(png, r->err ? "read error" : "unexpected end of file");
+    }
 }
 
 typedef struct {
@@ -135,8 +132,8 @@ typedef struct {
 
 static elansr_status png_load_failed(png_load_ctx *c) {
     if (c->r->err) return elansr_fail(ELANSR_ERR_IO, "%s: read error: %s", c->path, strerror(c->r->err));
-    if (c->r->eof) return elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated PNG file (it ends before the image data does)",
-                                      c->path);
+    if (c->r->truncated)
+        return elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated PNG file (unexpected end of file)", c->path);
     return elansr_fail(ELANSR_ERR_FORMAT, "%s: invalid PNG: %s", c->path, c->msg);
 }
 
@@ -211,6 +208,8 @@ static elansr_status load_png(const char *path, reader *r, elansr_image *img) {
         if (st != ELANSR_OK) return st;
     }
 
+    r->head_pos = sizeof k_png_sig; /* libpng is told the signature was consumed: png_set_sig_bytes */
+
     png_load_ctx c;
     memset(&c, 0, sizeof c);
     c.path = path;
@@ -239,8 +238,14 @@ typedef struct {
 } jpeg_err;
 
 static void jpeg_error_exit_cb(j_common_ptr cinfo) {
+    int sys = errno;
     jpeg_err *e = (jpeg_err *)cinfo->err;
-    e->pub.format_message(cinfo, e->msg);
+    /* jpeg_stdio_dest reports a failed fwrite as "out of disk space?"; the errno it left says what really happened
+       (EFBIG, EIO, ENOSPC...). */
+    if (e->pub.msg_code == JERR_FILE_WRITE && sys != 0)
+        snprintf(e->msg, sizeof e->msg, "%s", strerror(sys));
+    else
+        e->pub.format_message(cinfo, e->msg);
     longjmp(e->jump, 1);
 }
 
@@ -301,6 +306,7 @@ static boolean jpeg_src_fill(j_decompress_ptr cinfo) {
     size_t n = reader_read(s->r, s->buf, JPEG_IO_BUF);
     if (n == 0) {
         if (s->r->err) ERREXIT(cinfo, JERR_FILE_READ);
+        s->r->truncated = 1;
         ERREXIT(cinfo, JERR_INPUT_EOF);
     }
     s->pub.next_input_byte = s->buf;
@@ -330,8 +336,8 @@ typedef struct {
 
 static elansr_status jpeg_load_failed(jpeg_load_ctx *c) {
     if (c->r->err) return elansr_fail(ELANSR_ERR_IO, "%s: read error: %s", c->path, strerror(c->r->err));
-    if (c->r->eof) return elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated JPEG file (it ends before the image does)",
-                                      c->path);
+    if (c->r->truncated)
+        return elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated JPEG file (unexpected end of file)", c->path);
     return elansr_fail(ELANSR_ERR_FORMAT, "%s: invalid JPEG: %s", c->path, c->err.msg);
 }
 
@@ -440,9 +446,11 @@ elansr_status elansr_image_load(const char *path, elansr_image *img) {
     else if (r.head_len >= sizeof k_jpeg_soi && memcmp(r.head, k_jpeg_soi, sizeof k_jpeg_soi) == 0)
         st = load_jpeg(path, &r, img);
     else if (memcmp(r.head, k_png_sig, r.head_len) == 0)
-        st = elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated PNG file (%zu bytes)", path, r.head_len);
+        st = elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated PNG file (%zu byte%s)", path, r.head_len,
+                         r.head_len == 1 ? "" : "s");
     else if (r.head_len < sizeof k_jpeg_soi && memcmp(r.head, k_jpeg_soi, r.head_len) == 0)
-        st = elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated JPEG file (%zu bytes)", path, r.head_len);
+        st = elansr_fail(ELANSR_ERR_FORMAT, "%s: truncated JPEG file (%zu byte%s)", path, r.head_len,
+                         r.head_len == 1 ? "" : "s");
     else
         st = elansr_fail(ELANSR_ERR_FORMAT, "%s: not a PNG or JPEG file", path);
     fclose(r.fp); /* read-only: nothing to lose if closing fails */
@@ -490,6 +498,10 @@ static elansr_status png_encode(png_save_ctx *c, const elansr_image *img) {
     static const int color_types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                        PNG_COLOR_TYPE_RGB_ALPHA};
     png_set_write_fn(png, c, png_write_cb, png_flush_cb);
+#ifdef PNG_SET_USER_LIMITS_SUPPORTED
+    /* libpng's default limit (10^6 per side) applies to writing too; refuse nothing that PNG itself allows. */
+    png_set_user_limits(png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+#endif
     /* zlib's default level: within a few percent of 9 on photos at a fraction of the time. */
     png_set_compression_level(png, 6);
     png_set_IHDR(png, c->info, (png_uint_32)img->width, (png_uint_32)img->height, img->depth,
@@ -532,7 +544,7 @@ typedef struct {
 static elansr_status jpeg_encode(jpeg_save_ctx *c, const elansr_image *img, int quality) {
     j_compress_ptr ci = &c->cinfo;
     ci->err = &c->err.pub;
-    if (setjmp(c->err.jump)) return elansr_fail(ELANSR_ERR_IO, "%s: cannot write JPEG: %s", c->path, c->err.msg);
+    if (setjmp(c->err.jump)) return elansr_fail(ELANSR_ERR_IO, "%s: cannot write: %s", c->path, c->err.msg);
     jpeg_create_compress(ci);
     jpeg_stdio_dest(ci, c->fp); /* fails with JERR_FILE_WRITE on a short fwrite, checks ferror at the end */
 
@@ -642,8 +654,8 @@ elansr_status elansr_image_save(const char *path, const elansr_image *img, elans
         if (quality < 1 || quality > 100)
             return elansr_fail(ELANSR_ERR_ARG, "%s: JPEG quality %d is outside 1..100", path, quality);
         if (img->width > JPEG_MAX_DIMENSION || img->height > JPEG_MAX_DIMENSION)
-            return elansr_fail(ELANSR_ERR_ARG, "%s: %dx%d is too large for JPEG (at most %d pixels per side)", path,
-                               img->width, img->height, JPEG_MAX_DIMENSION);
+            return elansr_fail(ELANSR_ERR_ARG, "%s: %dx%d is too large for JPEG (at most %ld pixels per side)", path,
+                               img->width, img->height, (long)JPEG_MAX_DIMENSION);
     }
 
     /* "<dir>/.<base>.XXXXXX": same folder, so rename() is atomic; hidden, so nobody picks up a half-written file.
