@@ -63,6 +63,16 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     return 1;
 }
 
+/* dst = a "/" b, or 0 (and an error line) if the path does not fit. */
+static int join_path(char *dst, size_t n, const char *a, const char *b) {
+    int k = snprintf(dst, n, "%s/%s", a, b);
+    if (k < 0 || (size_t)k >= n) {
+        fprintf(stderr, "elansr: %s/%s: path too long\n", a, b);
+        return 0;
+    }
+    return 1;
+}
+
 static int is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
@@ -99,10 +109,10 @@ static const char *default_model(const char *argv0) {
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            snprintf(buf, sizeof buf, "%s/../share/elansr/%s", exe, MODEL_FILE);
-            if (file_exists(buf)) return buf;
-            snprintf(buf, sizeof buf, "%s/models/%s", exe, MODEL_FILE);
-            if (file_exists(buf)) return buf;
+            int k = snprintf(buf, sizeof buf, "%s/../share/elansr/" MODEL_FILE, exe);
+            if (k > 0 && (size_t)k < sizeof buf && file_exists(buf)) return buf;
+            k = snprintf(buf, sizeof buf, "%s/models/" MODEL_FILE, exe);
+            if (k > 0 && (size_t)k < sizeof buf && file_exists(buf)) return buf;
         }
     }
     (void)argv0;
@@ -325,10 +335,9 @@ static int cmd_upscale(int argc, char **argv) {
         const char *out = o.out;
         if (is_dir(o.out)) { /* file into a folder: keep the name */
             const char *base = strrchr(o.in, '/');
-            snprintf(path, sizeof path, "%s/%s", o.out, base ? base + 1 : o.in);
-            out = path;
+            out = join_path(path, sizeof path, o.out, base ? base + 1 : o.in) ? path : NULL;
         }
-        failed = upscale_file(ctx, o.in, out, fmt, o.quality, o.verbose);
+        failed = out ? upscale_file(ctx, o.in, out, fmt, o.quality, o.verbose) : 1;
     } else {
         int n = 0;
         char **names = list_images(o.in, &n);
@@ -340,13 +349,15 @@ static int cmd_upscale(int argc, char **argv) {
                 failed = 1;
             }
             for (int i = 0; i < n; i++) {
-                char src[PATH_MAX], dst[PATH_MAX];
-                snprintf(src, sizeof src, "%s/%s", o.in, names[i]);
-                if (fext) {
-                    const char *dot = strrchr(names[i], '.');
-                    snprintf(dst, sizeof dst, "%s/%.*s.%s", o.out, (int)(dot - names[i]), names[i], fext);
-                } else {
-                    snprintf(dst, sizeof dst, "%s/%s", o.out, names[i]);
+                char src[PATH_MAX], dst[PATH_MAX], name[PATH_MAX];
+                snprintf(name, sizeof name, "%s", names[i]);
+                if (fext) { /* same base name, the -f format's extension */
+                    char *dot = strrchr(name, '.');
+                    if ((size_t)(dot - name) + 5 < sizeof name) strcpy(dot + 1, fext);
+                }
+                if (!join_path(src, sizeof src, o.in, names[i]) || !join_path(dst, sizeof dst, o.out, name)) {
+                    failed++;
+                    continue;
                 }
                 failed += upscale_file(ctx, src, dst, fmt, o.quality, o.verbose);
             }
@@ -403,8 +414,10 @@ static int cmd_eval(int argc, char **argv) {
     int done = 0, failed = 0;
     for (int i = 0; i < n; i++) {
         char hp[PATH_MAX], lp[PATH_MAX];
-        snprintf(hp, sizeof hp, "%s/%s", o.hr, names[i]);
-        snprintf(lp, sizeof lp, "%s/%s", o.lr, names[i]);
+        if (!join_path(hp, sizeof hp, o.hr, names[i]) || !join_path(lp, sizeof lp, o.lr, names[i])) {
+            failed++;
+            continue;
+        }
         elansr_image hr = {0}, lr = {0}, sr = {0};
         uint8_t *a = NULL, *b = NULL;
         double psnr, ssim;

@@ -2,7 +2,7 @@
 # setup.sh — installs what building and testing elansr needs on a fresh Debian/Ubuntu machine:
 # a C compiler, CMake, libpng, libjpeg-turbo, zlib, OpenMP (with GCC) and Python 3 (for the test scripts).
 # The CUDA toolkit is optional: when nvcc is on the PATH (or in /usr/local/cuda/bin) the GPU backend is built.
-# Pass --python to also install the Python packages of tools/reference.py (numpy, torch CPU).
+# Pass --python to also install the Python packages of tools/reference.py (numpy, Pillow, torch).
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -18,7 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if [ "${1:-}" = "--python" ]; then
-    python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
+    python3 -c 'import numpy, PIL' 2>/dev/null || python3 -m pip install -q numpy pillow
     python3 -c 'import torch' 2>/dev/null || python3 -m pip install -q torch
 fi
 echo "setup: ok"

@@ -108,11 +108,12 @@ static int cmp_entry(const void *a, const void *b) {
 static elansr_status find_eocd(const elan_zip *z, size_t *at) {
     if (z->size == 0) return elansr_fail(ELANSR_ERR_FORMAT, "%s: file is empty (not a checkpoint)", z->label);
     if (z->size < EOCD_SIZE)
-        return elansr_fail(ELANSR_ERR_FORMAT, "%s: file of %zu bytes is too short to be a zip archive",
+        return elansr_fail(ELANSR_ERR_FORMAT, "%s: file is only %zu bytes long, too short to be a zip archive",
                            z->label, z->size);
     size_t last = z->size - EOCD_SIZE;
     size_t first = last > 0xFFFFu ? last - 0xFFFFu : 0;
-    for (size_t p = last + 1; p-- > first;) {
+    for (size_t q = last + 1; q > first; q--) {
+        size_t p = q - 1;
         if (rd32(z->buf + p) == SIG_EOCD && p + EOCD_SIZE + rd16(z->buf + p + 20) == z->size) {
             *at = p;
             return ELANSR_OK;
@@ -125,7 +126,7 @@ static elansr_status find_eocd(const elan_zip *z, size_t *at) {
 
 static elansr_status parse(elan_zip *z) {
     char nb[96];
-    size_t eocd;
+    size_t eocd = 0;
     elansr_status st = find_eocd(z, &eocd);
     if (st) return st;
     const uint8_t *r = z->buf + eocd;
@@ -234,6 +235,13 @@ elansr_status elan_zip_open(const char *path, elan_zip **out) {
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return elansr_fail(ELANSR_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    /* fopen accepts a directory on POSIX systems; the first read is what fails (and says why). */
+    errno = 0;
+    if (fgetc(f) == EOF && ferror(f)) {
+        int e = errno;
+        fclose(f);
+        return elansr_fail(ELANSR_ERR_IO, "%s: cannot read (%s)", path, e ? strerror(e) : "read error");
+    }
     long len = -1;
     if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
     if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
