@@ -1,0 +1,705 @@
+/* cuda_backend.cu — the CUDA backend: device selection, weights on the device, the memory plan of one input
+   size, the order of the layer kernels (the forward), CUDA graphs, and the benchmark hook.
+
+   Order of one forward (activations NHWC over the padded image, P = n*Hp*Wp pixels; see cuda_common.h):
+     head                      in (NCHW) -> x, hb                      conv3x3.cu
+     per block, per pair j:
+       shift(x)                -> sA          [P x C]                  lfe.cu
+       GEMM c0                 sA -> t        [P x eC]                 cuBLAS
+       shift(relu(t + b0))     -> sA          [P x eC]                 lfe.cu
+       GEMM c1, beta = 1       sA -> x;  x += b1                       cuBLAS, lfe.cu
+       GEMM project_inp        x -> g [P x 2C] (computing) or t [P x C] (reusing)
+       attention x3 groups     q from g, v from g or t -> sA [P x C]   gmsa.cu
+       GEMM project_out, b = 1 sA -> x;  x += b                        cuBLAS, lfe.cu
+     tail                      x + hb -> out (NCHW, cropped)           conv3x3.cu
+   g holds the block's computing project_inp output until the block ends, so reusing GMSAs recompute the
+   block's attention maps from its q (gmsa.cu says why).
+
+   Every 1x1 conv is out[P][cout] = in[P][cin] * W^T. cuBLAS is column-major, where an NHWC [P][cin] array is a
+   cin x P matrix and PyTorch's w[cout][cin] is a cin x cout one, so the call is
+   C(cout x P) = op_T(w) * in with the weights exactly as the checkpoint stores them.
+
+   Memory: the weights, folded and converted once, live in one device allocation; all activations of one
+   (n, h, w) live in one more (the plan), made on the first forward of that size and kept while the size
+   stays. The second forward of a size captures the whole forward in a CUDA graph (the first runs it eagerly,
+   which also warms cuBLAS) and later forwards replay it: a forward is ~270 launches, which dominate for
+   small images. */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend.h"
+#include "common.h"
+}
+#include "cuda_common.h"
+
+#define MIB (1024.0 * 1024.0)
+/* cuBLAS workspace, given explicitly so that no allocation happens inside a graph capture; NVIDIA recommends
+   32 MiB on Hopper. */
+#define BLAS_WORKSPACE (32u << 20)
+/* Benchmark inputs rotate among this many buffers so that a small input does not sit in L2 between runs. */
+#define BENCH_INPUTS 4
+
+typedef struct {
+    const float *w, *b; /* w[cout][cin], b[cout] on the device */
+    int cin, cout;
+} dconv;
+
+typedef struct {
+    dconv c0, c1;
+    const unsigned char *tap0, *tap1;
+    dconv pin, pout;
+    int computes;
+} dpair;
+
+typedef struct {
+    int n_pairs, shifted;
+    dpair *pairs;
+} dblock;
+
+typedef struct {
+    int n, h, w, Hp, Wp;
+    long long P;
+    void *arena;
+    size_t bytes;
+    float *in, *out, *x, *hb, *sA, *t, *g;
+    int *mirror_y, *mirror_x;
+    int runs;                   /* forwards done with this plan; the graph is captured on the second */
+    cudaGraphExec_t graph;
+} plan_t;
+
+typedef struct {
+    elan_backend base;          /* first: the library sees only this */
+    int dev, verbose, use_graph;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *weights;
+    size_t weights_bytes;
+    void *workspace;
+    int C, k, scale, n_blocks, windows[3], pad;
+    int width_s, width_t;       /* channels of the sA and t buffers */
+    dblock *blocks;
+    const float *sub_mean, *head_w, *head_b, *tail_w, *tail_b;
+    plan_t plan;
+} cuda_backend;
+
+/* ---- errors ---- */
+
+static elansr_status cuda_fail(int dev, const char *what, cudaError_t e) {
+    if (e == cudaErrorMemoryAllocation)
+        return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of memory in %s", dev, what);
+    return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d: %s failed: %s", dev, what, cudaGetErrorString(e));
+}
+
+#define CU(call, what)                                          \
+    do {                                                        \
+        cudaError_t e_ = (call);                                \
+        if (e_ != cudaSuccess) {                                \
+            (void)cudaGetLastError();                           \
+            return cuda_fail(be->dev, what, e_);                \
+        }                                                       \
+    } while (0)
+
+/* Layer launches name the block and pair they belong to. */
+#define LAUNCH(call, what)                                      \
+    do {                                                        \
+        cudaError_t e_ = (call);                                \
+        if (e_ != cudaSuccess) {                                \
+            (void)cudaGetLastError();                           \
+            return launch_fail(be, e_, what, bi, j);            \
+        }                                                       \
+    } while (0)
+
+static elansr_status launch_fail(const cuda_backend *be, cudaError_t e, const char *what, int bi, int j) {
+    if (bi < 0)
+        return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d: %s kernel launch failed: %s", be->dev, what, cudaGetErrorString(e));
+    return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d: block %d pair %d: %s kernel launch failed: %s", be->dev, bi, j, what,
+                       cudaGetErrorString(e));
+}
+
+/* ---- weights ---- */
+
+/* The weights are laid out in two passes over the same code: the first (host == NULL) only adds up the
+   sizes, the second fills a host staging copy whose image is then copied to the device in one transfer.
+   Each array starts on a 256-byte boundary (float4 loads, coalescing). */
+typedef struct {
+    char *host;
+    uintptr_t dev;
+    size_t used;
+} stage_t;
+
+static float *stage_alloc(stage_t *s, size_t count, size_t elem, void **host) {
+    const size_t off = s->used;
+    s->used += (count * elem + 255) & ~(size_t)255;
+    *host = s->host ? s->host + off : NULL;
+    return (float *)(s->dev + off);
+}
+
+static const float *stage_floats(stage_t *s, const float *src, size_t count) {
+    void *h;
+    const float *d = stage_alloc(s, count, sizeof(float), &h);
+    if (h) memcpy(h, src, count * sizeof(float));
+    return d;
+}
+
+static dconv stage_conv(stage_t *s, const elan_conv *c) {
+    dconv d;
+    d.cin = c->cin;
+    d.cout = c->cout;
+    d.w = stage_floats(s, c->w, (size_t)c->cout * c->cin * c->k * c->k);
+    d.b = stage_floats(s, c->b, (size_t)c->cout);
+    return d;
+}
+
+static const unsigned char *stage_taps(stage_t *s, const int *tap, int n) {
+    void *h;
+    const unsigned char *d = (const unsigned char *)stage_alloc(s, (size_t)n, 1, &h);
+    if (h)
+        for (int i = 0; i < n; i++) ((unsigned char *)h)[i] = (unsigned char)tap[i];
+    return d;
+}
+
+static void stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
+    void *h;
+    float *sm = NULL;
+    be->sub_mean = stage_alloc(s, 12, sizeof(float), &h);
+    sm = (float *)h;
+    if (sm) {
+        memcpy(sm, m->sub_mean.w, 9 * sizeof(float));
+        memcpy(sm + 9, m->sub_mean.b, 3 * sizeof(float));
+    }
+    be->head_w = stage_floats(s, m->head.w, (size_t)m->planes * 27);
+    be->head_b = stage_floats(s, m->head.b, (size_t)m->planes);
+    for (int bi = 0; bi < m->n_blocks; bi++) {
+        const elan_block *b = &m->blocks[bi];
+        for (int j = 0; j < b->n_pairs; j++) {
+            dpair *d = &be->blocks[bi].pairs[j];
+            d->c0 = stage_conv(s, &b->lfe[j].c0.conv);
+            d->tap0 = stage_taps(s, b->lfe[j].c0.tap, b->lfe[j].c0.conv.cin);
+            d->c1 = stage_conv(s, &b->lfe[j].c1.conv);
+            d->tap1 = stage_taps(s, b->lfe[j].c1.tap, b->lfe[j].c1.conv.cin);
+            d->pin = stage_conv(s, &b->gmsa[j].proj_in);
+            d->pout = stage_conv(s, &b->gmsa[j].proj_out);
+            d->computes = b->gmsa[j].computes_attn;
+        }
+    }
+    /* Tail with add_mean folded in: out[c'] = am_b[c'] + sum_c am_w[c'][c] * tail[c], per output pixel, i.e.
+       per sub-pixel ij the 3 tail channels c*s*s + ij are mixed. Rearranged to [cin][tap][out] (see conv3x3.cu). */
+    const int C = m->planes, ss = m->scale * m->scale, np = elan_cuda_tail_nout_pad(m->scale);
+    float *tw, *tb;
+    be->tail_w = stage_alloc(s, (size_t)C * 9 * np, sizeof(float), &h);
+    tw = (float *)h;
+    be->tail_b = stage_alloc(s, (size_t)np, sizeof(float), &h);
+    tb = (float *)h;
+    if (tw) {
+        const float *W = m->tail.w, *B = m->tail.b, *aw = m->add_mean.w, *ab = m->add_mean.b;
+        memset(tw, 0, (size_t)C * 9 * np * sizeof(float));
+        memset(tb, 0, (size_t)np * sizeof(float));
+        for (int co = 0; co < 3; co++)
+            for (int ij = 0; ij < ss; ij++) {
+                const int o = co * ss + ij;
+                double bias = ab[co];
+                for (int c2 = 0; c2 < 3; c2++) bias += (double)aw[co * 3 + c2] * B[c2 * ss + ij];
+                tb[o] = (float)bias;
+                for (int c = 0; c < C; c++)
+                    for (int t = 0; t < 9; t++) {
+                        double acc = 0.0;
+                        for (int c2 = 0; c2 < 3; c2++)
+                            acc += (double)aw[co * 3 + c2] * W[((size_t)(c2 * ss + ij) * C + c) * 9 + t];
+                        tw[((size_t)c * 9 + t) * np + o] = (float)acc;
+                    }
+            }
+    }
+}
+
+/* What the kernels assume about the network; a model the loader accepts but these kernels were not built for
+   is refused here, at creation, rather than computed wrongly. */
+static elansr_status check_model(const elan_model *m, int dev) {
+    const int C = m->planes;
+#define BAD(...) return elansr_fail(ELANSR_ERR_UNSUPPORTED, __VA_ARGS__)
+    if (C < 3 || C % 3) BAD("GPU %d: %d planes: the CUDA backend needs a multiple of 3", dev, C);
+    if (m->scale < 2 || m->scale > 4) BAD("GPU %d: scale %d: the CUDA backend supports 2, 3 and 4", dev, m->scale);
+    for (int i = 0; i < 3; i++) {
+        if (elan_cuda_attn_supported(C / 3, m->windows[i]))
+            BAD("GPU %d: attention with window %d over %d channels is not compiled into the CUDA backend", dev,
+                m->windows[i], C / 3);
+        if (m->pad_multiple <= 0 || m->pad_multiple % m->windows[i] || m->pad_multiple % 16)
+            BAD("GPU %d: pad multiple %d does not suit window %d", dev, m->pad_multiple, m->windows[i]);
+    }
+    if (m->sub_mean.cin != 3 || m->sub_mean.cout != 3 || m->sub_mean.k != 1 || m->add_mean.cin != 3 ||
+        m->add_mean.cout != 3 || m->add_mean.k != 1 || m->head.cin != 3 || m->head.cout != C || m->head.k != 3 ||
+        m->tail.cin != C || m->tail.cout != 3 * m->scale * m->scale || m->tail.k != 3)
+        BAD("GPU %d: unexpected head/tail shapes", dev);
+    for (int bi = 0; bi < m->n_blocks; bi++) {
+        const elan_block *b = &m->blocks[bi];
+        if (b->n_pairs < 1 || !b->gmsa[0].computes_attn) BAD("GPU %d: block %d has no attention-computing GMSA", dev, bi);
+        for (int j = 0; j < b->n_pairs; j++) {
+            const elan_lfe *l = &b->lfe[j];
+            const elan_gmsa *g = &b->gmsa[j];
+            if (l->c0.conv.cin != C || l->c0.conv.k != 1 || l->c0.conv.cout < 1 || l->c1.conv.cin != l->c0.conv.cout ||
+                l->c1.conv.cout != C || l->c1.conv.k != 1 || g->proj_in.cin != C || g->proj_in.k != 1 ||
+                g->proj_in.cout != (g->computes_attn ? 2 * C : C) || g->proj_out.cin != C || g->proj_out.cout != C ||
+                g->proj_out.k != 1)
+                BAD("GPU %d: block %d pair %d: unexpected layer shapes", dev, bi, j);
+            for (int c = 0; c < l->c0.conv.cin; c++)
+                if (l->c0.tap[c] < 0 || l->c0.tap[c] > 8) BAD("GPU %d: block %d pair %d: bad shift tap", dev, bi, j);
+            for (int c = 0; c < l->c1.conv.cin; c++)
+                if (l->c1.tap[c] < 0 || l->c1.tap[c] > 8) BAD("GPU %d: block %d pair %d: bad shift tap", dev, bi, j);
+        }
+    }
+#undef BAD
+    return ELANSR_OK;
+}
+
+/* ---- plan ---- */
+
+static void plan_free(cuda_backend *be) {
+    plan_t *pl = &be->plan;
+    if (pl->graph) cudaGraphExecDestroy(pl->graph);
+    if (pl->arena) cudaFree(pl->arena);
+    memset(pl, 0, sizeof *pl);
+}
+
+typedef struct {
+    size_t off;
+} carve_t;
+
+static size_t carve(carve_t *c, size_t bytes) {
+    const size_t o = c->off;
+    c->off += (bytes + 255) & ~(size_t)255;
+    return o;
+}
+
+static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
+    plan_t *pl = &be->plan;
+    if (pl->arena && pl->n == n && pl->h == h && pl->w == w) return ELANSR_OK;
+    plan_free(be);
+    const int Hp = elan_round_up(h, be->pad), Wp = elan_round_up(w, be->pad), C = be->C, s = be->scale;
+    const long long P = (long long)n * Hp * Wp;
+    const double floats_per_px = 2.0 * C + be->width_s + be->width_t + 2.0 * C;
+    const double need = (double)P * floats_per_px * 4 + (double)n * h * w * 3 * 4 * (1 + s * s) + (Hp + Wp) * 4.0;
+    /* cuBLAS takes the pixel count as an int; past that, memory ran out long ago on any current GPU. */
+    if (P > 0x7fffffffLL) {
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        (void)cudaGetLastError();
+        return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of memory: need %.0f MiB for a %dx%d input (batch %d), %.0f MiB free",
+                           be->dev, need / MIB, w, h, n, fr / MIB);
+    }
+    carve_t cv = {0};
+    const size_t in_b = (size_t)n * 3 * h * w * sizeof(float), out_b = in_b * s * s;
+    const size_t o_in = carve(&cv, in_b), o_out = carve(&cv, out_b);
+    const size_t o_x = carve(&cv, (size_t)P * C * 4), o_hb = carve(&cv, (size_t)P * C * 4);
+    const size_t o_sA = carve(&cv, (size_t)P * be->width_s * 4), o_t = carve(&cv, (size_t)P * be->width_t * 4);
+    const size_t o_g = carve(&cv, (size_t)P * 2 * C * 4);
+    const size_t o_my = carve(&cv, (size_t)Hp * sizeof(int)), o_mx = carve(&cv, (size_t)Wp * sizeof(int));
+    void *arena = NULL;
+    cudaError_t e = cudaMalloc(&arena, cv.off);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (e != cudaErrorMemoryAllocation) return cuda_fail(be->dev, "cudaMalloc (activations)", e);
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        (void)cudaGetLastError();
+        return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of memory: need %.0f MiB for a %dx%d input (batch %d), %.0f MiB free",
+                           be->dev, cv.off / MIB, w, h, n, fr / MIB);
+    }
+    char *a = (char *)arena;
+    pl->arena = arena;
+    pl->bytes = cv.off;
+    pl->n = n, pl->h = h, pl->w = w, pl->Hp = Hp, pl->Wp = Wp, pl->P = P;
+    pl->in = (float *)(a + o_in), pl->out = (float *)(a + o_out);
+    pl->x = (float *)(a + o_x), pl->hb = (float *)(a + o_hb), pl->sA = (float *)(a + o_sA);
+    pl->t = (float *)(a + o_t), pl->g = (float *)(a + o_g);
+    pl->mirror_y = (int *)(a + o_my), pl->mirror_x = (int *)(a + o_mx);
+
+    int *tab = (int *)malloc((size_t)(Hp + Wp) * sizeof(int));
+    if (!tab) {
+        plan_free(be);
+        return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory for the padding tables", be->dev);
+    }
+    for (int i = 0; i < Hp; i++) tab[i] = elan_mirror_index(i, h);
+    for (int i = 0; i < Wp; i++) tab[Hp + i] = elan_mirror_index(i, w);
+    e = cudaMemcpyAsync(pl->mirror_y, tab, (size_t)Hp * sizeof(int), cudaMemcpyHostToDevice, be->stream);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(pl->mirror_x, tab + Hp, (size_t)Wp * sizeof(int), cudaMemcpyHostToDevice, be->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(be->stream);
+    free(tab);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        plan_free(be);
+        return cuda_fail(be->dev, "cudaMemcpyAsync (padding tables)", e);
+    }
+    if (be->verbose)
+        fprintf(stderr, "elansr: cuda:%d: plan for %dx%d (batch %d, padded %dx%d): %.1f MiB\n", be->dev, w, h, n, Wp, Hp,
+                cv.off / MIB);
+    return ELANSR_OK;
+}
+
+/* ---- forward ---- */
+
+static elansr_status gemm(const cuda_backend *be, const dconv *c, const float *in, float *out, float beta,
+                          const char *what, int bi, int j) {
+    const float one = 1.0f;
+    cublasStatus_t st = cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, c->cout, (int)be->plan.P, c->cin, &one, c->w,
+                                    c->cin, in, c->cin, &beta, out, c->cout);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d: block %d pair %d: cublasSgemm (%s, %d -> %d) failed: %s", be->dev, bi,
+                           j, what, c->cin, c->cout, cublasGetStatusString(st));
+    return ELANSR_OK;
+}
+
+#define GEMM(c, in, out, beta, what)                                   \
+    do {                                                               \
+        elansr_status st_ = gemm(be, c, in, out, beta, what, bi, j);   \
+        if (st_ != ELANSR_OK) return st_;                              \
+    } while (0)
+
+/* Enqueues one whole forward on the stream: d_in (n x 3 x h x w, device) -> d_out (n x 3 x sh x sw, device). */
+static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float *d_out) {
+    const plan_t *pl = &be->plan;
+    const cudaStream_t s = be->stream;
+    const int C = be->C, k = be->k;
+    int bi = -1, j = -1;
+
+    elan_cuda_head_args ha;
+    ha.in = d_in, ha.mirror_y = pl->mirror_y, ha.mirror_x = pl->mirror_x, ha.sub_mean = be->sub_mean;
+    ha.w = be->head_w, ha.b = be->head_b, ha.x = pl->x, ha.hb = pl->hb;
+    ha.n = pl->n, ha.H = pl->h, ha.W = pl->w, ha.Hp = pl->Hp, ha.Wp = pl->Wp, ha.C = C;
+    LAUNCH(elan_cuda_head(&ha, s), "head");
+
+    elan_cuda_shift_args sh;
+    sh.Hp = pl->Hp, sh.Wp = pl->Wp, sh.pixels = pl->P;
+    for (bi = 0; bi < be->n_blocks; bi++) {
+        const dblock *b = &be->blocks[bi];
+        const float *q_bias = NULL; /* project_inp bias of the block's computing GMSA, whose output g holds */
+        for (j = 0; j < b->n_pairs; j++) {
+            const dpair *d = &b->pairs[j];
+            /* LFE */
+            sh.in = pl->x, sh.out = pl->sA, sh.tap = d->tap0, sh.bias = NULL, sh.cin = C;
+            LAUNCH(elan_cuda_shift(&sh, s), "lfe shift 0");
+            GEMM(&d->c0, pl->sA, pl->t, 0.0f, "lfe conv 0");
+            sh.in = pl->t, sh.out = pl->sA, sh.tap = d->tap1, sh.bias = d->c0.b, sh.cin = d->c0.cout;
+            LAUNCH(elan_cuda_shift(&sh, s), "lfe relu+shift 1");
+            GEMM(&d->c1, pl->sA, pl->x, 1.0f, "lfe conv 1");
+            LAUNCH(elan_cuda_bias_add(pl->x, d->c1.b, C, pl->P, s), "lfe bias");
+            /* GMSA */
+            GEMM(&d->pin, pl->x, d->computes ? pl->g : pl->t, 0.0f, "project_inp");
+            if (d->computes) q_bias = d->pin.b;
+            for (int gi = 0; gi < 3; gi++) {
+                elan_cuda_attn_args at;
+                at.q = pl->g + gi * 2 * k, at.q_bias = q_bias + gi * 2 * k, at.q_stride = 2 * C;
+                if (d->computes) {
+                    at.v = pl->g + gi * 2 * k + k, at.v_bias = d->pin.b + gi * 2 * k + k, at.v_stride = 2 * C;
+                } else {
+                    at.v = pl->t + gi * k, at.v_bias = d->pin.b + gi * k, at.v_stride = C;
+                }
+                at.y = pl->sA + gi * k, at.y_stride = C;
+                at.k = k, at.ws = be->windows[gi], at.shift = b->shifted ? be->windows[gi] / 2 : 0;
+                at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
+                LAUNCH(elan_cuda_attn(&at, s), "attention");
+            }
+            GEMM(&d->pout, pl->sA, pl->x, 1.0f, "project_out");
+            LAUNCH(elan_cuda_bias_add(pl->x, d->pout.b, C, pl->P, s), "project_out bias");
+        }
+    }
+    bi = -1;
+    elan_cuda_tail_args ta;
+    ta.x = pl->x, ta.hb = pl->hb, ta.w = be->tail_w, ta.b = be->tail_b, ta.out = d_out;
+    ta.n = pl->n, ta.H = pl->h, ta.W = pl->w, ta.Hp = pl->Hp, ta.Wp = pl->Wp, ta.C = C, ta.scale = be->scale;
+    LAUNCH(elan_cuda_tail(&ta, s), "tail");
+    return ELANSR_OK;
+}
+
+/* Captures enqueue_forward(d_in -> d_out) into an executable graph. */
+static elansr_status capture(cuda_backend *be, const float *d_in, float *d_out, cudaGraphExec_t *exec) {
+    *exec = NULL;
+    CU(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    elansr_status st = enqueue_forward(be, d_in, d_out);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(be->stream, &graph);
+    if (st != ELANSR_OK || e != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (graph) cudaGraphDestroy(graph);
+        return st != ELANSR_OK ? st : cuda_fail(be->dev, "cudaStreamEndCapture", e);
+    }
+    e = cudaGraphInstantiate(exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        *exec = NULL;
+        (void)cudaGetLastError();
+        return cuda_fail(be->dev, "cudaGraphInstantiate", e);
+    }
+    return ELANSR_OK;
+}
+
+/* Runs the plan's forward from pl->in to pl->out: eagerly the first time, from a graph afterwards. A graph
+   that cannot be captured is not an error: the backend warns (verbose) and keeps launching eagerly. */
+static elansr_status run_plan(cuda_backend *be) {
+    plan_t *pl = &be->plan;
+    if (be->use_graph && pl->runs >= 1 && !pl->graph) {
+        elansr_status st = capture(be, pl->in, pl->out, &pl->graph);
+        if (st != ELANSR_OK) {
+            if (be->verbose) fprintf(stderr, "elansr: cuda:%d: no CUDA graph (%s); launching eagerly\n", be->dev, elansr_last_error());
+            be->use_graph = 0;
+        }
+    }
+    pl->runs++;
+    if (pl->graph) {
+        CU(cudaGraphLaunch(pl->graph, be->stream), "cudaGraphLaunch");
+        return ELANSR_OK;
+    }
+    return enqueue_forward(be, pl->in, pl->out);
+}
+
+static elansr_status cuda_forward(elan_backend *base, const float *in, int n, int h, int w, float *out) {
+    cuda_backend *be = (cuda_backend *)base;
+    if (!in || !out || n < 1 || h < 1 || w < 1)
+        return elansr_fail(ELANSR_ERR_ARG, "GPU %d: invalid forward of %dx%d (batch %d)", be->dev, w, h, n);
+    CU(cudaSetDevice(be->dev), "cudaSetDevice");
+    elansr_status st = plan_for(be, n, h, w);
+    if (st != ELANSR_OK) return st;
+    const plan_t *pl = &be->plan;
+    const size_t in_b = (size_t)n * 3 * h * w * sizeof(float), out_b = in_b * be->scale * be->scale;
+    CU(cudaMemcpyAsync(pl->in, in, in_b, cudaMemcpyHostToDevice, be->stream), "cudaMemcpyAsync (input)");
+    st = run_plan(be);
+    if (st != ELANSR_OK) {
+        cudaStreamSynchronize(be->stream);
+        (void)cudaGetLastError();
+        return st;
+    }
+    CU(cudaMemcpyAsync(out, pl->out, out_b, cudaMemcpyDeviceToHost, be->stream), "cudaMemcpyAsync (output)");
+    CU(cudaStreamSynchronize(be->stream), "forward (cudaStreamSynchronize)");
+    return ELANSR_OK;
+}
+
+/* ---- benchmark ---- */
+
+/* Inputs for the benchmark: a hash of the element index, 0..255, different for every buffer. */
+static __global__ void fill_kernel(float *x, long long count, unsigned seed) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+        unsigned h = (unsigned)i * 2654435761u ^ (unsigned)(i >> 32) * 40503u ^ seed;
+        h ^= h >> 16;
+        h *= 0x85ebca6bu;
+        h ^= h >> 13;
+        h *= 0xc2b2ae35u;
+        h ^= h >> 16;
+        x[i] = (float)(h >> 8) * (255.0f / 16777215.0f);
+    }
+}
+
+static elansr_status cuda_benchmark(elan_backend *base, int n, int h, int w, int warmup, int iters, double *times_ms,
+                                    size_t *peak_bytes) {
+    cuda_backend *be = (cuda_backend *)base;
+    if (n < 1 || h < 1 || w < 1 || warmup < 0 || iters < 1 || !times_ms || !peak_bytes)
+        return elansr_fail(ELANSR_ERR_ARG, "GPU %d: invalid benchmark arguments", be->dev);
+    CU(cudaSetDevice(be->dev), "cudaSetDevice");
+    elansr_status st = plan_for(be, n, h, w);
+    if (st != ELANSR_OK) return st;
+    plan_t *pl = &be->plan;
+    const size_t in_n = (size_t)n * 3 * h * w;
+    float *inputs = NULL;
+    cudaEvent_t *ev = (cudaEvent_t *)calloc(2 * (size_t)iters, sizeof(cudaEvent_t));
+    cudaGraphExec_t graphs[BENCH_INPUTS] = {0};
+    int use_graph = be->use_graph;
+    if (!ev) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory for %d benchmark events", be->dev, iters);
+    cudaError_t e = cudaMalloc((void **)&inputs, BENCH_INPUTS * in_n * sizeof(float));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        free(ev);
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        (void)cudaGetLastError();
+        return elansr_fail(e == cudaErrorMemoryAllocation ? ELANSR_ERR_NOMEM : ELANSR_ERR_DEVICE,
+                           "GPU %d: cannot allocate %.0f MiB of benchmark inputs (%.0f MiB free): %s", be->dev,
+                           BENCH_INPUTS * in_n * sizeof(float) / MIB, fr / MIB, cudaGetErrorString(e));
+    }
+#define BCU(call, what)                                                 \
+    do {                                                                \
+        cudaError_t e_ = (call);                                        \
+        if (e_ != cudaSuccess) {                                        \
+            (void)cudaGetLastError();                                   \
+            st = cuda_fail(be->dev, what, e_);                          \
+            goto done;                                                  \
+        }                                                               \
+    } while (0)
+#define BST(call)                                                       \
+    do {                                                                \
+        st = (call);                                                    \
+        if (st != ELANSR_OK) goto done;                                 \
+    } while (0)
+    for (int i = 0; i < BENCH_INPUTS; i++) {
+        fill_kernel<<<elan_cuda_grid((long long)in_n, 256), 256, 0, be->stream>>>(inputs + i * in_n, (long long)in_n,
+                                                                                  0x9e3779b9u * (unsigned)(i + 1));
+        BCU(cudaGetLastError(), "fill_kernel launch");
+    }
+    for (int i = 0; i < 2 * iters; i++) BCU(cudaEventCreate(&ev[i]), "cudaEventCreate");
+    /* One eager forward first (warms cuBLAS before any capture), then a graph per input buffer. */
+    BST(enqueue_forward(be, inputs, pl->out));
+    if (use_graph) {
+        for (int i = 0; i < BENCH_INPUTS && use_graph; i++)
+            if (capture(be, inputs + i * in_n, pl->out, &graphs[i]) != ELANSR_OK) use_graph = 0;
+        if (!use_graph && be->verbose)
+            fprintf(stderr, "elansr: cuda:%d: no CUDA graph (%s); timing eager launches\n", be->dev, elansr_last_error());
+    }
+    for (int i = 0; i < warmup + iters; i++) {
+        const int b = i % BENCH_INPUTS, t = i - warmup;
+        if (t >= 0) BCU(cudaEventRecord(ev[2 * t], be->stream), "cudaEventRecord");
+        if (use_graph)
+            BCU(cudaGraphLaunch(graphs[b], be->stream), "cudaGraphLaunch");
+        else
+            BST(enqueue_forward(be, inputs + b * in_n, pl->out));
+        if (t >= 0) BCU(cudaEventRecord(ev[2 * t + 1], be->stream), "cudaEventRecord");
+    }
+    BCU(cudaStreamSynchronize(be->stream), "benchmark (cudaStreamSynchronize)");
+    for (int t = 0; t < iters; t++) {
+        float ms = 0.0f;
+        BCU(cudaEventElapsedTime(&ms, ev[2 * t], ev[2 * t + 1]), "cudaEventElapsedTime");
+        times_ms[t] = ms;
+    }
+    *peak_bytes = pl->bytes + be->weights_bytes + BLAS_WORKSPACE;
+done:
+#undef BCU
+#undef BST
+    cudaStreamSynchronize(be->stream);
+    for (int i = 0; i < BENCH_INPUTS; i++)
+        if (graphs[i]) cudaGraphExecDestroy(graphs[i]);
+    for (int i = 0; i < 2 * iters; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    free(ev);
+    cudaFree(inputs);
+    (void)cudaGetLastError();
+    return st;
+}
+
+/* ---- creation ---- */
+
+static void cuda_destroy(elan_backend *base) {
+    cuda_backend *be = (cuda_backend *)base;
+    if (!be) return;
+    cudaSetDevice(be->dev);
+    if (be->stream) cudaStreamSynchronize(be->stream);
+    plan_free(be);
+    if (be->blas) cublasDestroy(be->blas);
+    if (be->workspace) cudaFree(be->workspace);
+    if (be->weights) cudaFree(be->weights);
+    if (be->stream) cudaStreamDestroy(be->stream);
+    (void)cudaGetLastError();
+    if (be->blocks) {
+        for (int i = 0; i < be->n_blocks; i++) free(be->blocks[i].pairs);
+        free(be->blocks);
+    }
+    free(be);
+}
+
+extern "C" int elan_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_params *p) {
+    cudaDeviceProp prop;
+    CU(cudaSetDevice(be->dev), "cudaSetDevice");
+    CU(cudaGetDeviceProperties(&prop, be->dev), "cudaGetDeviceProperties");
+    snprintf(be->base.device_name, sizeof be->base.device_name, "cuda:%d %.100s", be->dev, prop.name);
+    CU(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+
+    cublasStatus_t bs = cublasCreate(&be->blas);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        be->blas = NULL;
+        return elansr_fail(bs == CUBLAS_STATUS_ALLOC_FAILED ? ELANSR_ERR_NOMEM : ELANSR_ERR_DEVICE,
+                           "GPU %d: cublasCreate failed: %s", be->dev, cublasGetStatusString(bs));
+    }
+    CU(cudaMalloc(&be->workspace, BLAS_WORKSPACE), "cudaMalloc (cuBLAS workspace)");
+    const cublasMath_t math = p->precision == ELANSR_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+    if ((bs = cublasSetStream(be->blas, be->stream)) != CUBLAS_STATUS_SUCCESS ||
+        (bs = cublasSetWorkspace(be->blas, be->workspace, BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS ||
+        (bs = cublasSetMathMode(be->blas, math)) != CUBLAS_STATUS_SUCCESS)
+        return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d: cuBLAS setup failed: %s", be->dev, cublasGetStatusString(bs));
+
+    be->C = m->planes, be->k = m->planes / 3, be->scale = m->scale, be->n_blocks = m->n_blocks, be->pad = m->pad_multiple;
+    memcpy(be->windows, m->windows, sizeof be->windows);
+    be->width_s = be->C, be->width_t = be->C;
+    be->blocks = (dblock *)calloc((size_t)m->n_blocks, sizeof(dblock));
+    if (!be->blocks) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory", be->dev);
+    for (int bi = 0; bi < m->n_blocks; bi++) {
+        const elan_block *b = &m->blocks[bi];
+        be->blocks[bi].n_pairs = b->n_pairs;
+        be->blocks[bi].shifted = b->shifted;
+        be->blocks[bi].pairs = (dpair *)calloc((size_t)b->n_pairs, sizeof(dpair));
+        if (!be->blocks[bi].pairs) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory", be->dev);
+        for (int j = 0; j < b->n_pairs; j++) {
+            const int e = b->lfe[j].c0.conv.cout;
+            if (e > be->width_s) be->width_s = e;
+            if (e > be->width_t) be->width_t = e;
+        }
+    }
+
+    stage_t sg = {NULL, 0, 0};
+    stage_model(be, m, &sg);
+    be->weights_bytes = sg.used;
+    CU(cudaMalloc(&be->weights, sg.used), "cudaMalloc (weights)");
+    sg.host = (char *)calloc(1, sg.used);
+    if (!sg.host) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory staging the weights", be->dev);
+    sg.dev = (uintptr_t)be->weights;
+    sg.used = 0;
+    stage_model(be, m, &sg);
+    cudaError_t e = cudaMemcpyAsync(be->weights, sg.host, sg.used, cudaMemcpyHostToDevice, be->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(be->stream);
+    free(sg.host);
+    CU(e, "cudaMemcpyAsync (weights)");
+
+    CU(elan_cuda_head_prepare(be->C), "cudaFuncSetAttribute (head)");
+    for (int i = 0; i < 3; i++) CU(elan_cuda_attn_prepare(be->k, be->windows[i]), "cudaFuncSetAttribute (attention)");
+    if (p->verbose)
+        fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s\n", be->base.device_name, be->weights_bytes / MIB,
+                math == CUBLAS_TF32_TENSOR_OP_MATH ? "tf32 GEMMs" : "fp32");
+    return ELANSR_OK;
+}
+
+extern "C" elansr_status elan_cuda_backend_create(const elan_model *m, const elansr_params *p, elan_backend **out) {
+    if (!out) return elansr_fail(ELANSR_ERR_ARG, "elan_cuda_backend_create: out is NULL");
+    *out = NULL;
+    if (!m || !p) return elansr_fail(ELANSR_ERR_ARG, "elan_cuda_backend_create: NULL argument");
+    const int dev = p->device;
+    if (p->precision == ELANSR_PRECISION_FP16 || p->precision == ELANSR_PRECISION_BF16)
+        return elansr_fail(ELANSR_ERR_UNSUPPORTED, "GPU %d: %s is not yet supported by the CUDA backend (fp32 and tf32 are)",
+                           dev, p->precision == ELANSR_PRECISION_FP16 ? "fp16" : "bf16");
+    if (p->precision != ELANSR_PRECISION_DEFAULT && p->precision != ELANSR_PRECISION_FP32 &&
+        p->precision != ELANSR_PRECISION_TF32)
+        return elansr_fail(ELANSR_ERR_ARG, "GPU %d: invalid precision %d", dev, (int)p->precision);
+    const int count = elan_cuda_device_count();
+    if (count == 0) return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d requested but no CUDA GPU found", dev);
+    if (dev < 0 || dev >= count)
+        return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d requested but %d GPU%s found", dev, count, count == 1 ? "" : "s");
+    elansr_status st = check_model(m, dev);
+    if (st != ELANSR_OK) return st;
+
+    cuda_backend *be = (cuda_backend *)calloc(1, sizeof *be);
+    if (!be) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory", dev);
+    be->base.name = "cuda";
+    be->base.forward = cuda_forward;
+    be->base.destroy = cuda_destroy;
+    be->base.benchmark = cuda_benchmark;
+    be->dev = dev;
+    be->verbose = p->verbose;
+    /* ELANSR_CUDA_GRAPHS=0 launches every forward eagerly (debugging, or comparing the two paths). */
+    const char *g = getenv("ELANSR_CUDA_GRAPHS");
+    be->use_graph = !(g && g[0] == '0');
+    st = create(be, m, p);
+    if (st != ELANSR_OK) {
+        cuda_destroy(&be->base);
+        return st;
+    }
+    *out = &be->base;
+    return ELANSR_OK;
+}

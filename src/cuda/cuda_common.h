@@ -1,0 +1,104 @@
+/* cuda_common.h — what the CUDA backend's files share: the argument blocks and launchers of the layer
+   kernels (conv3x3.cu, lfe.cu, gmsa.cu), and the error-check macros of cuda_backend.cu.
+
+   Activations live on the device as NHWC float32 over the padded image (Hp x Wp, multiples of 16): pixel
+   p = (n*Hp + y)*Wp + x holds its channels contiguously at p*C. Every 1x1 conv is then one cuBLAS GEMM over
+   all N*Hp*Wp pixels, and an attention window reads each token's channels as one contiguous run.
+   Pixel and element indices are 64-bit: n*Hp*Wp*C passes 2^31 well before device memory runs out.
+
+   Each launcher only enqueues on the given stream and returns cudaGetLastError() of the launch; the caller
+   turns a failure into an elansr status naming the kernel. */
+#ifndef ELANSR_CUDA_COMMON_H
+#define ELANSR_CUDA_COMMON_H
+
+#include <cuda_runtime.h>
+
+/* ---- conv3x3.cu ---- */
+
+/* head: reflect/mirror pad (through row/column index tables), sub_mean, 3x3 conv 3 -> C with zero padding
+   at the padded image's border; writes the result both to x (the residual stream) and hb (kept for the tail). */
+typedef struct {
+    const float *in;        /* n x 3 x H x W, NCHW */
+    const int *mirror_y;    /* Hp entries: source row of padded row y */
+    const int *mirror_x;    /* Wp entries */
+    const float *sub_mean;  /* 12: w[3][3] then b[3] */
+    const float *w;         /* C x 27, PyTorch layout [cout][cin][ky][kx] */
+    const float *b;         /* C */
+    float *x, *hb;          /* n x Hp x Wp x C */
+    int n, H, W, Hp, Wp, C;
+} elan_cuda_head_args;
+
+/* tail: (x + hb), 3x3 conv C -> 3*s*s with zero padding at the padded border, pixel shuffle, add_mean
+   (folded into w and b at creation), crop to s*H x s*W, written as NCHW. */
+typedef struct {
+    const float *x, *hb;    /* n x Hp x Wp x C */
+    const float *w;         /* C x 9 x nout_pad: [cin][tap][out], add_mean folded in, zero past 3*s*s */
+    const float *b;         /* nout_pad */
+    float *out;             /* n x 3 x sH x sW */
+    int n, H, W, Hp, Wp, C, scale;
+} elan_cuda_tail_args;
+
+/* Output channels of the tail padded to a multiple of 4 (float4 loads of the weights). */
+static inline int elan_cuda_tail_nout_pad(int scale) { return (3 * scale * scale + 3) / 4 * 4; }
+
+/* ---- lfe.cu ---- */
+
+/* Shift gather of ShiftConv: out[p][c] = v(in[p shifted by tap[c]][c]) inside the padded image, 0 outside,
+   where v(t) = t, or max(t + bias[c], 0) when bias is given (the bias and ReLU of the previous 1x1 conv,
+   applied before the zero fill exactly as the network does). */
+typedef struct {
+    const float *in;
+    float *out;
+    const unsigned char *tap;   /* cin entries, ky*3 + kx */
+    const float *bias;          /* NULL: plain shift; else bias + ReLU first */
+    int cin, Hp, Wp;
+    long long pixels;           /* n*Hp*Wp */
+} elan_cuda_shift_args;
+
+/* ---- gmsa.cu ---- */
+
+/* Windowed attention of one channel group: per window of ws x ws tokens, y = softmax_rows(q q^T) v.
+   q and v are read at q + p*q_stride (+ q_bias) and v + p*v_stride (+ v_bias), k channels each; y written at
+   y + p*y_stride. shift = ws/2 for shifted blocks (torch.roll folded into the token -> pixel map), else 0. */
+typedef struct {
+    const float *q, *q_bias;
+    const float *v, *v_bias;
+    float *y;
+    int q_stride, v_stride, y_stride;
+    int k, ws, shift;
+    int n, Hp, Wp;
+} elan_cuda_attn_args;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+cudaError_t elan_cuda_head(const elan_cuda_head_args *a, cudaStream_t s);
+cudaError_t elan_cuda_tail(const elan_cuda_tail_args *a, cudaStream_t s);
+/* Largest dynamic shared memory the head needs for C channels (for cudaFuncSetAttribute at creation). */
+size_t elan_cuda_head_smem(int C);
+cudaError_t elan_cuda_head_prepare(int C);
+
+cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
+/* x[p][c] += b[c] over pixels*C elements (bias of a 1x1 conv whose GEMM accumulated into x with beta = 1). */
+cudaError_t elan_cuda_bias_add(float *x, const float *b, int C, long long pixels, cudaStream_t s);
+
+/* 0 when attention over groups of k channels with window ws is compiled in, else -1. */
+int elan_cuda_attn_supported(int k, int ws);
+/* Raises the dynamic shared-memory limit of the attention kernel for (k, ws); once, at creation. */
+cudaError_t elan_cuda_attn_prepare(int k, int ws);
+cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* Grid for grid-stride elementwise kernels: enough blocks to fill any current GPU, never more than needed. */
+static inline unsigned elan_cuda_grid(long long elems, int threads) {
+    long long b = (elems + threads - 1) / threads;
+    if (b > 65536) b = 65536;
+    if (b < 1) b = 1;
+    return (unsigned)b;
+}
+
+#endif

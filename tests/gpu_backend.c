@@ -1,0 +1,280 @@
+/* gpu_backend.c — the CUDA backend against the naive reference (naive_elan.h) and the CPU backend: random small
+   models at awkward sizes, batches and scales (each size run twice: eagerly, then from the CUDA graph the
+   second forward captures), the real checkpoint in fp32 and tf32, refusal of sizes that cannot fit, the
+   benchmark hook, and the creation errors. Outputs are NaN-poisoned before every forward so that an element
+   the GPU forgets to write fails. Skips (77) when no CUDA GPU is present. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+
+#include "backend.h"
+#include "common.h"
+#include "naive_elan.h"
+#include "rand_model.h"
+#include "testutil.h"
+
+#define TOL 1e-3
+#define TOL_TF32 0.5
+
+static elansr_params params(int device, elansr_precision prec) {
+    elansr_params p;
+    memset(&p, 0, sizeof p);
+    p.device = device;
+    p.precision = prec;
+    return p;
+}
+
+static void poison(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+static size_t count_nan(const float *x, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += x[i] != x[i];
+    return c;
+}
+
+static float *rand_floats(size_t n, float lo, float hi) {
+    float *x = naive_floats(n);
+    t_fill(x, n, lo, hi);
+    return x;
+}
+
+/* One GPU forward into a poisoned buffer; returns max |got - ref| (NaN-propagating) and counts NaNs. */
+static double gpu_run(elan_backend *be, const float *in, int n, int h, int w, const float *ref, float *got, size_t nout,
+                      size_t *nan) {
+    poison(got, nout);
+    elansr_status st = be->forward(be, in, n, h, w, got);
+    CHECK_MSG(st == ELANSR_OK, "%s forward %d x %dx%d: %s", be->device_name, n, h, w, elansr_last_error());
+    *nan = count_nan(got, nout);
+    return t_max_abs_diff(ref, got, nout);
+}
+
+static void test_random_models(void) {
+    static const int configs[][3] = {/* planes, blocks, scale */ {60, 2, 4}, {24, 2, 2}, {30, 3, 3}, {15, 2, 4}};
+    static const int sizes[][3] = {/* n, h, w */ {1, 1, 1}, {1, 37, 53}, {1, 250, 17}, {2, 37, 53}, {2, 5, 33}};
+    for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
+        const int C = configs[ci][0], nb = configs[ci][1], s = configs[ci][2];
+        elan_model m;
+        rand_model_init(&m, C, nb, 1, s);
+        if (ci == 2) /* sub/add_mean need not be the identity */
+            for (int i = 0; i < 9; i++) m.sub_mean.w[i] += t_uniform(-0.1f, 0.1f), m.add_mean.w[i] += t_uniform(-0.1f, 0.1f);
+        elansr_params pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32), pg = params(0, ELANSR_PRECISION_FP32);
+        elan_backend *cpu = NULL, *gpu = NULL, *eager = NULL;
+        CHECK_MSG(elan_cpu_backend_create(&m, &pc, &cpu) == ELANSR_OK, "cpu create: %s", elansr_last_error());
+        CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+        if (ci == 0) { /* the same forward with graphs turned off must give the same bits */
+            setenv("ELANSR_CUDA_GRAPHS", "0", 1);
+            CHECK_MSG(elan_cuda_backend_create(&m, &pg, &eager) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+            unsetenv("ELANSR_CUDA_GRAPHS");
+        }
+        if (!cpu || !gpu) {
+            if (cpu) cpu->destroy(cpu);
+            if (gpu) gpu->destroy(gpu);
+            if (eager) eager->destroy(eager);
+            rand_model_free(&m);
+            continue;
+        }
+        if (ci == 0) printf("device: %s\n", gpu->device_name);
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            const int n = sizes[si][0], h = sizes[si][1], w = sizes[si][2];
+            const size_t nin = (size_t)n * 3 * h * w, nout = nin * s * s;
+            float *in = rand_floats(nin, 0.0f, 255.0f), *ref = naive_floats(nout), *cref = naive_floats(nout);
+            float *got = naive_floats(nout), *got2 = naive_floats(nout);
+            naive_elan_forward(&m, in, n, h, w, ref);
+            poison(cref, nout);
+            CHECK_MSG(cpu->forward(cpu, in, n, h, w, cref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
+            size_t nan1, nan2;
+            const double d1 = gpu_run(gpu, in, n, h, w, ref, got, nout, &nan1);
+            const double d2 = gpu_run(gpu, in, n, h, w, ref, got2, nout, &nan2); /* replayed from the graph */
+            const double dc = t_max_abs_diff(cref, got, nout);
+            const int same = memcmp(got, got2, nout * sizeof(float)) == 0;
+            printf("planes %2d blocks %d x%d, %d x %3dx%-3d: max|gpu-naive| %.3g, graph %.3g (%s), max|gpu-cpu| %.3g, "
+                   "unwritten %zu/%zu\n",
+                   C, nb, s, n, h, w, d1, d2, same ? "same bits" : "differs", dc, nan1, nan2);
+            CHECK_MSG(d1 <= TOL && d2 <= TOL && dc <= TOL && nan1 == 0 && nan2 == 0,
+                      "planes %d x%d %d x %dx%d: naive %g, graph %g, cpu %g, unwritten %zu/%zu", C, s, n, h, w, d1, d2, dc,
+                      nan1, nan2);
+            if (eager) {
+                size_t nan3;
+                const double d3 = gpu_run(eager, in, n, h, w, ref, got2, nout, &nan3);
+                gpu_run(eager, in, n, h, w, ref, got2, nout, &nan3);
+                CHECK_MSG(d3 <= TOL && nan3 == 0, "eager: %g, %zu unwritten", d3, nan3);
+                CHECK_MSG(memcmp(got, got2, nout * sizeof(float)) == 0, "eager launches differ from the graph backend");
+            }
+            free(in), free(ref), free(cref), free(got), free(got2);
+        }
+        cpu->destroy(cpu);
+        gpu->destroy(gpu);
+        if (eager) eager->destroy(eager);
+        rand_model_free(&m);
+    }
+}
+
+/* A crop of a real photo (Set5 LR) plus noise of +-4, like tools/reference.py's golden input. Uniform noise would
+   not do for the real checkpoint: far outside what it was trained on, its attention turns so sharp that the last
+   bit of a score flips which token wins, and even the CPU backend and the naive reference then differ by
+   thousands. Returns NULL if the photo cannot be read. */
+static float *photo_crop(int h, int w) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data/Set5/LR_x4/baby.png", t_shared_dir());
+    elansr_image im;
+    if (elansr_image_load(path, &im) != ELANSR_OK) return NULL;
+    float *x = NULL;
+    if (im.depth == 8 && im.channels >= 3 && im.height >= h && im.width >= w) {
+        x = naive_floats((size_t)3 * h * w);
+        const int y0 = (int)(t_next() % (uint64_t)(im.height - h + 1)), x0 = (int)(t_next() % (uint64_t)(im.width - w + 1));
+        const unsigned char *px = (const unsigned char *)im.data;
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < h; y++)
+                for (int xx = 0; xx < w; xx++) {
+                    const float v = px[((size_t)(y0 + y) * im.width + x0 + xx) * im.channels + c] + t_uniform(-4.0f, 4.0f);
+                    x[((size_t)c * h + y) * w + xx] = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+                }
+    }
+    elansr_image_free(&im);
+    return x;
+}
+
+/* The shipped checkpoint: fp32 within TOL of the CPU backend, tf32 within TOL_TF32. */
+static void test_checkpoint(void) {
+    elan_model m;
+    memset(&m, 0, sizeof m);
+    if (elan_model_load(t_model_path(), &m) != ELANSR_OK) {
+        CHECK_MSG(0, "cannot load %s: %s", t_model_path(), elansr_last_error());
+        return;
+    }
+    const int n = 1, h = 48, w = 40, s = m.scale;
+    const size_t nin = (size_t)n * 3 * h * w, nout = nin * s * s;
+    float *in = photo_crop(h, w), *ref = naive_floats(nout), *got = naive_floats(nout);
+    if (!in) {
+        CHECK_MSG(0, "cannot read a 48x40 crop of %s/data/Set5/LR_x4/baby.png: %s", t_shared_dir(), elansr_last_error());
+        free(ref), free(got);
+        elan_model_free(&m);
+        return;
+    }
+    elansr_params pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32);
+    elan_backend *cpu = NULL;
+    CHECK_MSG(elan_cpu_backend_create(&m, &pc, &cpu) == ELANSR_OK, "cpu create: %s", elansr_last_error());
+    if (cpu) {
+        poison(ref, nout);
+        CHECK_MSG(cpu->forward(cpu, in, n, h, w, ref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
+        cpu->destroy(cpu);
+        static const elansr_precision precs[] = {ELANSR_PRECISION_FP32, ELANSR_PRECISION_DEFAULT, ELANSR_PRECISION_TF32};
+        for (int i = 0; i < 3; i++) {
+            elansr_params pg = params(0, precs[i]);
+            elan_backend *gpu = NULL;
+            CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+            if (!gpu) continue;
+            const double tol = precs[i] == ELANSR_PRECISION_TF32 ? TOL_TF32 : TOL;
+            for (int rep = 0; rep < 2; rep++) {
+                size_t nan;
+                const double d = gpu_run(gpu, in, n, h, w, ref, got, nout, &nan);
+                printf("checkpoint %dx%d %s%s: max|gpu-cpu| %.3g (tolerance %g), unwritten %zu\n", h, w,
+                       precs[i] == ELANSR_PRECISION_TF32 ? "tf32" : precs[i] == ELANSR_PRECISION_FP32 ? "fp32" : "default",
+                       rep ? " (graph)" : "", d, tol, nan);
+                CHECK_MSG(d <= tol && nan == 0, "checkpoint precision %d: %g, %zu unwritten", (int)precs[i], d, nan);
+            }
+            gpu->destroy(gpu);
+        }
+    }
+    free(in), free(ref), free(got);
+    elan_model_free(&m);
+}
+
+/* Sizes that cannot fit are refused with ELANSR_ERR_NOMEM, and the backend keeps working afterwards. */
+static void test_limits_and_bench(void) {
+    elan_model m;
+    rand_model_init(&m, 60, 2, 1, 4);
+    elansr_params pg = params(0, ELANSR_PRECISION_FP32), pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32);
+    elan_backend *gpu = NULL, *cpu = NULL;
+    CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+    CHECK_MSG(elan_cpu_backend_create(&m, &pc, &cpu) == ELANSR_OK, "cpu create: %s", elansr_last_error());
+    if (!gpu || !cpu) {
+        if (gpu) gpu->destroy(gpu);
+        if (cpu) cpu->destroy(cpu);
+        rand_model_free(&m);
+        return;
+    }
+    const int h = 37, w = 29, s = 4;
+    const size_t nin = (size_t)3 * h * w, nout = nin * s * s;
+    float *in = rand_floats(nin, 0.0f, 255.0f), *ref = naive_floats(nout), *got = naive_floats(nout);
+    CHECK(cpu->forward(cpu, in, 1, h, w, ref) == ELANSR_OK);
+    size_t nan;
+    double d = gpu_run(gpu, in, 1, h, w, ref, got, nout, &nan);
+    CHECK_MSG(d <= TOL && nan == 0, "before: %g", d);
+
+    double times[8];
+    size_t peak = 0;
+    /* more pixels than one GEMM call can take */
+    elansr_status st = gpu->benchmark(gpu, 64, 8192, 8192, 0, 1, times, &peak);
+    printf("benchmark 64 x 8192x8192: %s: %s\n", elansr_status_string(st), elansr_last_error());
+    CHECK(st == ELANSR_ERR_NOMEM || st == ELANSR_ERR_ARG);
+    /* the backend refuses before touching the (here far too small) buffers */
+    float dummy[4] = {0, 0, 0, 0};
+    st = gpu->forward(gpu, dummy, 64, 8192, 8192, dummy);
+    printf("forward 64 x 8192x8192: %s: %s\n", elansr_status_string(st), elansr_last_error());
+    CHECK(st == ELANSR_ERR_NOMEM || st == ELANSR_ERR_ARG);
+    /* a size whose allocation cudaMalloc itself refuses (~0.5 TB) */
+    st = gpu->benchmark(gpu, 1, 16384, 16384, 0, 1, times, &peak);
+    printf("benchmark 1 x 16384x16384: %s: %s\n", elansr_status_string(st), elansr_last_error());
+    CHECK(st == ELANSR_ERR_NOMEM);
+    st = gpu->forward(gpu, dummy, 1, 16384, 16384, dummy);
+    printf("forward 1 x 16384x16384: %s: %s\n", elansr_status_string(st), elansr_last_error());
+    CHECK(st == ELANSR_ERR_NOMEM);
+    d = gpu_run(gpu, in, 1, h, w, ref, got, nout, &nan);
+    printf("forward after the refusals: max|gpu-cpu| %.3g, unwritten %zu\n", d, nan);
+    CHECK_MSG(d <= TOL && nan == 0, "after: %g, %zu unwritten", d, nan);
+
+    static const int bsizes[][3] = {{1, 64, 64}, {2, 37, 53}, {1, 128, 96}};
+    for (int i = 0; i < 3; i++) {
+        const int iters = 8;
+        for (int t = 0; t < iters; t++) times[t] = -1.0;
+        peak = 0;
+        st = gpu->benchmark(gpu, bsizes[i][0], bsizes[i][1], bsizes[i][2], 2, iters, times, &peak);
+        CHECK_MSG(st == ELANSR_OK, "benchmark: %s", elansr_last_error());
+        double mn = 1e300, mx = 0;
+        for (int t = 0; t < iters; t++) mn = times[t] < mn ? times[t] : mn, mx = times[t] > mx ? times[t] : mx;
+        printf("benchmark %d x %dx%d: %.3f..%.3f ms, peak %.1f MiB\n", bsizes[i][0], bsizes[i][1], bsizes[i][2], mn, mx,
+               peak / 1048576.0);
+        CHECK_MSG(st != ELANSR_OK || (mn > 0.0 && peak > 0), "benchmark times %g..%g, peak %zu", mn, mx, peak);
+    }
+    /* a forward after benchmarks at other sizes re-plans and still matches */
+    d = gpu_run(gpu, in, 1, h, w, ref, got, nout, &nan);
+    CHECK_MSG(d <= TOL && nan == 0, "after benchmark: %g, %zu unwritten", d, nan);
+
+    free(in), free(ref), free(got);
+    gpu->destroy(gpu);
+    cpu->destroy(cpu);
+    rand_model_free(&m);
+}
+
+static void test_create_errors(void) {
+    elan_model m;
+    rand_model_init(&m, 15, 2, 1, 2);
+    const int count = elan_cuda_device_count();
+    elan_backend *be = (elan_backend *)&m; /* must come back NULL */
+    elansr_params p = params(count, ELANSR_PRECISION_FP32);
+    elansr_status st = elan_cuda_backend_create(&m, &p, &be);
+    printf("GPU %d of %d: %s: %s\n", count, count, elansr_status_string(st), elansr_last_error());
+    CHECK(st == ELANSR_ERR_DEVICE && be == NULL && strstr(elansr_last_error(), "requested"));
+    p = params(0, ELANSR_PRECISION_FP16);
+    be = (elan_backend *)&m;
+    st = elan_cuda_backend_create(&m, &p, &be);
+    printf("fp16: %s: %s\n", elansr_status_string(st), elansr_last_error());
+    CHECK(st == ELANSR_ERR_UNSUPPORTED && be == NULL);
+    p = params(0, ELANSR_PRECISION_BF16);
+    CHECK(elan_cuda_backend_create(&m, &p, &be) == ELANSR_ERR_UNSUPPORTED);
+    rand_model_free(&m);
+}
+
+int main(void) {
+    if (elan_cuda_device_count() == 0) {
+        printf("gpu_backend: SKIPPED: no CUDA GPU present\n");
+        return TEST_SKIP_CODE;
+    }
+    t_seed(20221023);
+    test_create_errors();
+    test_random_models();
+    test_checkpoint();
+    test_limits_and_bench();
+    return test_finish("gpu_backend");
+}
