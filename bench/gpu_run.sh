@@ -62,7 +62,7 @@ fi
 if has peers; then
     log peers
     python3 tools/reference.py bench --precisions "$PRECS" --json "$OUT/peers.json" --out docs/perf_gpu_table.md \
-        --plot docs/perf_gpu.png 2>&1 | tail -40
+        --plot docs/perf_gpu.png 2>&1 | tee "$OUT/peers.log"
     cp docs/perf_gpu_table.md docs/perf_gpu.png "$OUT/" 2>/dev/null
 fi
 log done

@@ -178,6 +178,7 @@ def cmd_accuracy(a):
     for name in ("Set5",):
         ps = [psnr_ssim(to_u8(ref), hr[: ref.shape[2], : ref.shape[3]], 4) for (n, f, x, ref, hr) in images if n == name]
         rows.append(("PyTorch fp32 (%s)" % dev, name, np.mean([p for p, _ in ps]), np.mean([s for _, s in ps])))
+    cpu_outs = {}  # elansr CPU outputs by (set, index), to report max|GPU - CPU| directly
     for device in [int(d) for d in a.devices.split(",")]:
         for prec in a.precisions.split(","):
             if device < 0 and prec != "fp32":
@@ -190,6 +191,10 @@ def cmd_accuracy(a):
             label = "elansr %s %s" % ("cpu" if device < 0 else "cuda:%d" % device, prec)
             for name in ("Set5", "Manga109"):
                 outs = [(e(x), ref, hr) for (n, f, x, ref, hr) in images if n == name]
+                if device < 0:
+                    cpu_outs[name] = [o for o, _, _ in outs]
+                vs_cpu = (max(float(np.abs(o.astype(np.float64) - c).max()) for (o, _, _), c in zip(outs, cpu_outs[name]))
+                          if name in cpu_outs else float("nan"))
                 st = err_stats(np.concatenate([o.ravel() for o, _, _ in outs]),
                                np.concatenate([r.ravel() for _, r, _ in outs]))
                 if name == "Set5":
@@ -200,11 +205,12 @@ def cmd_accuracy(a):
                     metric = "vs PyTorch fp32 8-bit"
                 psnr, ssim = np.mean([p for p, _ in ps]), np.mean([s for _, s in ps])
                 same = np.mean([np.mean(to_u8(o) == to_u8(r)) for o, r, _ in outs])
-                results.append(dict(impl=label, set=name, metric=metric, psnr=psnr, ssim=ssim, same_pixels=same, **st))
+                results.append(dict(impl=label, set=name, metric=metric, psnr=psnr, ssim=ssim, same_pixels=same,
+                                    max_vs_cpu=vs_cpu, **st))
                 print("%-24s %-9s PSNR %.4f SSIM %.4f (%s) | abs max %.2e mean %.2e median %.2e | rel max %.2e "
-                      "mean %.2e | identical 8-bit %.5f" % (label, name, psnr, ssim, metric, st["abs_max"],
-                                                            st["abs_mean"], st["abs_median"], st["rel_max"],
-                                                            st["rel_mean"], same), flush=True)
+                      "mean %.2e | identical 8-bit %.5f | max|x - elansr cpu| %.2e" % (
+                          label, name, psnr, ssim, metric, st["abs_max"], st["abs_mean"], st["abs_median"], st["rel_max"],
+                          st["rel_mean"], same, vs_cpu), flush=True)
             e.close()
     env = torch_env()
     with open(a.json, "w") as f:
@@ -219,16 +225,17 @@ def write_accuracy_md(path, env, rows, results, cmd):
          "loading the same checkpoint. Errors are over every float output value on the 0..255 scale, before "
          "rounding; relative error is |elansr - ref| / |ref| where |ref| >= 1. PSNR/SSIM: Y channel (BT.601), "
          "border 4, output rounded to 8 bits. Manga109 has no HR images here, so its PSNR/SSIM compare elansr's "
-         "8-bit output with PyTorch fp32's. 'identical' is the fraction of 8-bit output values equal to PyTorch's.", "",
+         "8-bit output with PyTorch fp32's. 'identical' is the fraction of 8-bit output values equal to PyTorch's; "
+         "'vs CPU' is max |output - elansr CPU fp32 output| over the set.", "",
          "Environment: " + ", ".join("%s %s" % kv for kv in env.items()), "",
-         "| implementation | set | PSNR | SSIM | abs max | abs mean | abs median | rel max | rel mean | rel median | identical 8-bit |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| implementation | set | PSNR | SSIM | abs max | abs mean | abs median | rel max | rel mean | rel median | identical 8-bit | vs CPU |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for impl, name, p, s in rows:
-        L.append("| %s | %s | %.4f | %.4f | | | | | | | |" % (impl, name, p, s))
+        L.append("| %s | %s | %.4f | %.4f | | | | | | | | |" % (impl, name, p, s))
     for r in results:
-        L.append("| %s | %s | %.4f | %.4f | %.2e | %.2e | %.2e | %.2e | %.2e | %.2e | %.5f |" % (
+        L.append("| %s | %s | %.4f | %.4f | %.2e | %.2e | %.2e | %.2e | %.2e | %.2e | %.5f | %.2e |" % (
             r["impl"], r["set"], r["psnr"], r["ssim"], r["abs_max"], r["abs_mean"], r["abs_median"], r["rel_max"],
-            r["rel_mean"], r["rel_median"], r["same_pixels"]))
+            r["rel_mean"], r["rel_median"], r["same_pixels"], r["max_vs_cpu"]))
     L += ["", "Command: `%s`" % cmd, ""]
     with open(path, "w") as f:
         f.write("\n".join(L))
@@ -255,54 +262,80 @@ def time_torch(fn, inputs, iters, warmup):
 
 
 def cmd_bench(a):
+    """Eager peers and elansr for every size first (so a slow compile cannot lose them), then torch.compile
+    (max-autotune) per size; the report is rewritten after every step."""
     assert torch.cuda.is_available(), "bench needs a CUDA GPU"
     env = torch_env()
     sd = load_state_dict(a.model)
-    peers = {}
-    for (w, h, n) in BENCH_SIZES:
-        key = "%dx%d b%d" % (w, h, n)
-        peers[key] = {}
-        for label, dtype, compiled in (("PyTorch eager fp32", torch.float32, False),
-                                       ("PyTorch eager fp16", torch.float16, False),
-                                       ("torch.compile max-autotune fp16", torch.float16, True)):
-            if compiled and a.no_compile:
-                continue
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-            m = ELAN(sd).to("cuda", dtype)
-            inputs = [torch.rand(n, 3, h, w, device="cuda", dtype=dtype) * 255 for _ in range(4)]
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    sizes = BENCH_SIZES
+    if a.sizes:
+        sizes = [tuple(int(v) for v in t.split("x")) for t in a.sizes.split(",")]
+    peers = a.peers.split(",")
+    table = {"%dx%d b%d" % s: {} for s in sizes}
 
-            def fwd(x, m=m):
-                with torch.no_grad():
-                    return m(x)
-            fn = torch.compile(fwd, mode="max-autotune") if compiled else fwd
-            t0 = time.time()
-            try:
-                ms = time_torch(fn, inputs, a.iters, 5 if compiled else 3)
-            except Exception as ex:  # a peer failing must not lose the others' figures
-                print("bench: %s %s failed: %s" % (label, key, ex))
-                continue
-            peers[key][label] = ms
-            print("bench: %-34s %-12s %9.3f ms  (%.0f s incl. compile)" % (label, key, ms, time.time() - t0), flush=True)
-            del m, inputs
-            torch.cuda.empty_cache()
-    ours = {}
-    for prec in a.precisions.split(","):
+    def save():
+        with open(a.json, "w") as f:
+            json.dump({"env": env, "ms": table}, f, indent=1)
+        write_perf_md(a.out, env, table, " ".join(sys.argv))
+
+    def peer(label, dtype, compiled, w, h, n):
+        m = ELAN(sd).to("cuda", dtype)
+        inputs = [torch.rand(n, 3, h, w, device="cuda", dtype=dtype) * 255 for _ in range(4)]
+
+        def fwd(x, m=m):
+            with torch.no_grad():
+                return m(x)
+        fn = torch.compile(fwd, mode="max-autotune") if compiled else fwd
+        t0 = time.time()
+        try:
+            ms = time_torch(fn, inputs, a.iters, 5 if compiled else 3)
+        except Exception as ex:  # a peer failing must not lose the others' figures
+            print("bench: %s %dx%d failed: %s" % (label, w, h, ex), flush=True)
+            return
+        table["%dx%d b%d" % (w, h, n)][label] = ms
+        print("bench: %-34s %4dx%-4d b%-3d %9.3f ms  (%.0f s incl. compile)" % (label, w, h, n, ms, time.time() - t0),
+              flush=True)
+
+    for (w, h, n) in sizes:
+        if "eager32" in peers:
+            peer("PyTorch eager fp32", torch.float32, False, w, h, n)
+        if "eager16" in peers:
+            peer("PyTorch eager fp16", torch.float16, False, w, h, n)
+        torch.cuda.empty_cache()
+    for prec in (a.precisions.split(",") if a.precisions else []):
         js = os.path.join(a.tmp, "elansr_bench_%s.json" % prec)
         cmd = [a.elansr, "bench", "-m", a.model, "-g", "0", "--precision", prec, "--iters", str(a.iters), "-o", js]
         r = subprocess.run(cmd, capture_output=True, text=True)
-        print(r.stdout + r.stderr, end="")
+        print(r.stdout + r.stderr, end="", flush=True)
         if r.returncode == 0:
             for res in json.load(open(js))["results"]:
-                ours.setdefault("%dx%d b%d" % (res["w"], res["h"], res["batch"]), {})["elansr " + prec] = res["median_ms"]
-    table = {k: dict(peers.get(k, {}), **ours.get(k, {})) for k in peers}
-    with open(a.json, "w") as f:
-        json.dump({"env": env, "ms": table}, f, indent=1)
-    write_perf_md(a.out, env, table, " ".join(sys.argv))
+                key = "%dx%d b%d" % (res["w"], res["h"], res["batch"])
+                if key in table:
+                    table[key]["elansr " + prec] = res["median_ms"]
+    save()
+    if "compile" in peers:
+        for (w, h, n) in sorted(sizes, key=lambda s: s[0] * s[1] * s[2]):
+            peer("torch.compile max-autotune fp16", torch.float16, True, w, h, n)
+            torch.cuda.empty_cache()
+            save()
     try:
         plot(table, a.plot)
     except Exception as ex:
         print("bench: no plot (%s)" % ex)
+
+
+def cmd_merge(a):
+    """Merges bench JSON files (later files add to / override earlier ones) into one report and plot."""
+    env, table = {}, {"%dx%d b%d" % s: {} for s in BENCH_SIZES}
+    for path in a.inputs:
+        d = json.load(open(path))
+        env = d["env"] or env
+        for k, v in d["ms"].items():
+            table.setdefault(k, {}).update(v)
+    write_perf_md(a.out, env, table, " ".join(sys.argv))
+    plot(table, a.plot, env.get("gpu", "GPU"))
 
 
 def write_perf_md(path, env, table, cmd):
@@ -331,7 +364,7 @@ def write_perf_md(path, env, table, cmd):
     print("bench: wrote", path)
 
 
-def plot(table, path):
+def plot(table, path, gpu_name=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -346,7 +379,7 @@ def plot(table, path):
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], keys)
     ax.set_yscale("log")
     ax.set_ylabel("ms per forward (log)")
-    ax.set_title("ELAN-light x4 latency, %s" % torch.cuda.get_device_name(0))
+    ax.set_title("ELAN-light x4 latency, %s" % (gpu_name or torch.cuda.get_device_name(0)))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -373,14 +406,19 @@ def main():
     b.add_argument("--elansr", default=os.path.join(ROOT, "build", "elansr"))
     b.add_argument("--precisions", default="fp32")
     b.add_argument("--iters", type=int, default=50)
-    b.add_argument("--no-compile", action="store_true")
+    b.add_argument("--peers", default="eager32,eager16,compile", help="which PyTorch peers: eager32,eager16,compile")
+    b.add_argument("--sizes", default="", help="WxHxBATCH,... (default: the four of issue 3)")
     b.add_argument("--out", default=os.path.join(ROOT, "docs", "perf_gpu_table.md"))
     b.add_argument("--json", default="bench.json")
     b.add_argument("--plot", default=os.path.join(ROOT, "docs", "perf_gpu.png"))
     b.add_argument("--tmp", default="/tmp")
+    mg = sub.add_parser("merge")
+    mg.add_argument("inputs", nargs="+")
+    mg.add_argument("--out", default=os.path.join(ROOT, "docs", "perf_gpu_table.md"))
+    mg.add_argument("--plot", default=os.path.join(ROOT, "docs", "perf_gpu.png"))
     a = p.parse_args()
     torch.set_grad_enabled(False)
-    {"golden": cmd_golden, "accuracy": cmd_accuracy, "bench": cmd_bench}[a.cmd](a)
+    {"golden": cmd_golden, "accuracy": cmd_accuracy, "bench": cmd_bench, "merge": cmd_merge}[a.cmd](a)
 
 
 if __name__ == "__main__":
