@@ -2,13 +2,16 @@
 # gpu_run.sh [STAGES] — everything the GPU machine does in one call: build (sm_90 only, to save time), the full
 # CTest suite with the gpu label, Set5 eval on GPU and CPU, the accuracy report against PyTorch, and the speed
 # report beside the PyTorch peers. STAGES is a comma list of: env,build,test,eval,accuracy,bench,peers
-# (default: all but peers). Results go to $OUT (or ./out) and docs/.
+# (default: all but peers; `all` adds peers, whose torch.compile max-autotune takes 15-20 minutes for the four
+# shapes). Results go to $OUT (or ./out) and docs/.
+#   bash bench/gpu_run.sh all                  # everything in docs/ACCURACY.md and docs/PERFORMANCE.md
 #   bash bench/gpu_run.sh                      # build, test, eval, accuracy, elansr bench
 #   bash bench/gpu_run.sh build,peers          # PyTorch peers (eager fp32/fp16, torch.compile) + elansr, one run
 # Needs ../shared beside the repo (or .shared/ inside it, or ELANSR_SHARED).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STAGES=${1:-env,build,test,eval,accuracy,bench}
+[ "$STAGES" = all ] && STAGES=env,build,test,eval,accuracy,bench,peers
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 # On the lent GPU machine ../shared does not travel: a git-ignored copy in .shared/ is carried instead.

@@ -76,6 +76,12 @@ class Params(ctypes.Structure):
                 ("tile", ctypes.c_int), ("verbose", ctypes.c_int)]
 
 
+class ModelInfo(ctypes.Structure):
+    _fields_ = [("scale", ctypes.c_int), ("planes", ctypes.c_int), ("n_blocks", ctypes.c_int),
+                ("n_share", ctypes.c_int), ("windows", ctypes.c_int * 3), ("n_params", ctypes.c_size_t),
+                ("backend", ctypes.c_char_p), ("device_name", ctypes.c_char_p)]
+
+
 class Elansr:
     def __init__(self, lib_path, model, device, precision):
         self.lib = ctypes.CDLL(lib_path)
@@ -87,11 +93,14 @@ class Elansr:
         st = self.lib.elansr_init(model.encode(), ctypes.byref(p), ctypes.byref(self.ctx))
         if st != 0:
             raise RuntimeError(self.lib.elansr_last_error().decode())
+        info = ModelInfo()
+        self.lib.elansr_get_info(self.ctx, ctypes.byref(info))
+        self.scale = info.scale
 
     def __call__(self, x):  # x: numpy float32 N,3,H,W
         n, _, h, w = x.shape
         x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.empty((n, 3, h * 4, w * 4), np.float32)
+        out = np.empty((n, 3, h * self.scale, w * self.scale), np.float32)
         st = self.lib.elansr_upscale_f32(self.ctx, x.ctypes.data_as(ctypes.c_void_p), n, h, w,
                                          out.ctypes.data_as(ctypes.c_void_p))
         if st != 0:
