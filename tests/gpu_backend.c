@@ -1,6 +1,7 @@
 /* gpu_backend.c — the CUDA backend against the naive reference (naive_elan.h) and the CPU backend: random small
    models at awkward sizes, batches and scales (each size run twice: eagerly, then from the CUDA graph the
-   second forward captures), the real checkpoint in fp32 and tf32, refusal of sizes that cannot fit, the
+   second forward captures), the real checkpoint in fp32 and tf32, fp16 and bf16 against the CPU backend
+   (random model and checkpoint, with max and mean |diff| printed), refusal of sizes that cannot fit, the
    benchmark hook, and the creation errors. Outputs are NaN-poisoned before every forward so that an element
    the GPU forgets to write fails. Skips (77) when no CUDA GPU is present. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
@@ -13,6 +14,13 @@
 
 #define TOL 1e-3
 #define TOL_TF32 0.5
+/* fp16 / bf16 against the fp32 CPU backend, on the 0..255 output scale. Set from the H100 run of 2026-11-24
+   with 2-4x headroom: fp16 mean |diff| 0.002-0.009, max 0.05-0.09; bf16 (8-bit mantissa) mean 0.017-0.071,
+   max 0.30-0.68. */
+#define TOL_FP16_MEAN 0.03
+#define TOL_BF16_MEAN 0.15
+#define TOL_FP16_MAX 0.5
+#define TOL_BF16_MAX 2.0
 
 static elansr_params params(int device, elansr_precision prec) {
     elansr_params p;
@@ -180,6 +188,114 @@ static void test_checkpoint(void) {
     elan_model_free(&m);
 }
 
+static double mean_abs_diff(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += fabs((double)a[i] - (double)b[i]);
+    return n ? s / (double)n : 0.0;
+}
+
+/* One fp16/bf16 comparison: runs the GPU twice (eager, then the graph), against the fp32 reference ref.
+   Returns 1 when it passed. */
+static int half_compare(elan_backend *gpu, const char *what, elansr_precision prec, const float *in, int n, int h, int w,
+                        const float *ref, size_t nout) {
+    float *got = naive_floats(nout), *got2 = naive_floats(nout);
+    size_t nan1, nan2;
+    const double mx = gpu_run(gpu, in, n, h, w, ref, got, nout, &nan1);
+    const double mx2 = gpu_run(gpu, in, n, h, w, ref, got2, nout, &nan2);
+    const double mean = mean_abs_diff(ref, got, nout);
+    const int same = memcmp(got, got2, nout * sizeof(float)) == 0;
+    const double tmax = prec == ELANSR_PRECISION_FP16 ? TOL_FP16_MAX : TOL_BF16_MAX;
+    const double tmean = prec == ELANSR_PRECISION_FP16 ? TOL_FP16_MEAN : TOL_BF16_MEAN;
+    const char *pn = prec == ELANSR_PRECISION_FP16 ? "fp16" : "bf16";
+    printf("%s %s, %d x %3dx%-3d: max|gpu-cpu| %.4g mean %.4g (tolerance %g / %g), graph max %.4g (%s), unwritten "
+           "%zu/%zu\n",
+           pn, what, n, h, w, mx, mean, tmax, tmean, mx2, same ? "same bits" : "differs", nan1, nan2);
+    const int ok = mx <= tmax && mx2 <= tmax && mean <= tmean && nan1 == 0 && nan2 == 0 && same;
+    CHECK_MSG(ok, "%s %s %d x %dx%d: max %g, graph %g, mean %g, unwritten %zu/%zu, graph %s", pn, what, n, h, w, mx, mx2,
+              mean, nan1, nan2, same ? "same bits" : "differs");
+    free(got), free(got2);
+    return ok;
+}
+
+/* fp16 and bf16 against the fp32 CPU backend: random models (k = 20 takes the vectorised attention loads,
+   k = 10 the scalar ones) at awkward sizes and a batch, then the real checkpoint on a photo crop; and the
+   benchmark hook in both. */
+static void test_half(void) {
+    static const elansr_precision precs[] = {ELANSR_PRECISION_FP16, ELANSR_PRECISION_BF16};
+    static const int configs[][3] = {/* planes, blocks, scale */ {60, 2, 4}, {30, 2, 3}};
+    static const int sizes[][3] = {/* n, h, w */ {1, 37, 53}, {1, 250, 17}, {2, 37, 53}};
+    for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
+        const int C = configs[ci][0], nb = configs[ci][1], s = configs[ci][2];
+        elan_model m;
+        rand_model_init(&m, C, nb, 1, s);
+        elansr_params pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32);
+        elan_backend *cpu = NULL;
+        CHECK_MSG(elan_cpu_backend_create(&m, &pc, &cpu) == ELANSR_OK, "cpu create: %s", elansr_last_error());
+        elan_backend *gpus[2] = {NULL, NULL};
+        for (int pi = 0; pi < 2; pi++) {
+            elansr_params pg = params(0, precs[pi]);
+            CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpus[pi]) == ELANSR_OK, "gpu create (precision %d): %s",
+                      (int)precs[pi], elansr_last_error());
+        }
+        for (size_t si = 0; cpu && si < sizeof sizes / sizeof sizes[0]; si++) {
+            const int n = sizes[si][0], h = sizes[si][1], w = sizes[si][2];
+            const size_t nin = (size_t)n * 3 * h * w, nout = nin * s * s;
+            float *in = rand_floats(nin, 0.0f, 255.0f), *ref = naive_floats(nout);
+            poison(ref, nout);
+            CHECK_MSG(cpu->forward(cpu, in, n, h, w, ref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
+            char what[64];
+            snprintf(what, sizeof what, "random planes %d blocks %d x%d", C, nb, s);
+            for (int pi = 0; pi < 2; pi++)
+                if (gpus[pi]) half_compare(gpus[pi], what, precs[pi], in, n, h, w, ref, nout);
+            free(in), free(ref);
+        }
+        if (ci == 0)
+            for (int pi = 0; pi < 2; pi++) {
+                if (!gpus[pi]) continue;
+                double times[4];
+                size_t peak = 0;
+                elansr_status st = gpus[pi]->benchmark(gpus[pi], 1, 64, 64, 1, 4, times, &peak);
+                CHECK_MSG(st == ELANSR_OK, "%s benchmark: %s", pi ? "bf16" : "fp16", elansr_last_error());
+                if (st == ELANSR_OK)
+                    printf("%s benchmark 1 x 64x64: %.3f ms, peak %.1f MiB\n", pi ? "bf16" : "fp16", times[3],
+                           peak / 1048576.0);
+            }
+        for (int pi = 0; pi < 2; pi++)
+            if (gpus[pi]) gpus[pi]->destroy(gpus[pi]);
+        if (cpu) cpu->destroy(cpu);
+        rand_model_free(&m);
+    }
+
+    elan_model m;
+    memset(&m, 0, sizeof m);
+    if (elan_model_load(t_model_path(), &m) != ELANSR_OK) {
+        CHECK_MSG(0, "cannot load %s: %s", t_model_path(), elansr_last_error());
+        return;
+    }
+    const int n = 1, h = 48, w = 40, s = m.scale;
+    const size_t nin = (size_t)n * 3 * h * w, nout = nin * s * s;
+    float *in = photo_crop(h, w), *ref = naive_floats(nout);
+    elansr_params pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32);
+    elan_backend *cpu = NULL;
+    if (!in) CHECK_MSG(0, "cannot read a photo crop: %s", elansr_last_error());
+    if (in) CHECK_MSG(elan_cpu_backend_create(&m, &pc, &cpu) == ELANSR_OK, "cpu create: %s", elansr_last_error());
+    if (cpu) {
+        poison(ref, nout);
+        CHECK_MSG(cpu->forward(cpu, in, n, h, w, ref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
+        cpu->destroy(cpu);
+        for (int pi = 0; pi < 2; pi++) {
+            elansr_params pg = params(0, precs[pi]);
+            elan_backend *gpu = NULL;
+            CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+            if (!gpu) continue;
+            half_compare(gpu, "checkpoint", precs[pi], in, n, h, w, ref, nout);
+            gpu->destroy(gpu);
+        }
+    }
+    free(in), free(ref);
+    elan_model_free(&m);
+}
+
 /* Sizes that cannot fit are refused with ELANSR_ERR_NOMEM, and the backend keeps working afterwards. */
 static void test_limits_and_bench(void) {
     elan_model m;
@@ -256,13 +372,19 @@ static void test_create_errors(void) {
     elansr_status st = elan_cuda_backend_create(&m, &p, &be);
     printf("GPU %d of %d: %s: %s\n", count, count, elansr_status_string(st), elansr_last_error());
     CHECK(st == ELANSR_ERR_DEVICE && be == NULL && strstr(elansr_last_error(), "requested"));
-    p = params(0, ELANSR_PRECISION_FP16);
+    static const elansr_precision halfs[] = {ELANSR_PRECISION_FP16, ELANSR_PRECISION_BF16};
+    for (int i = 0; i < 2; i++) {
+        p = params(0, halfs[i]);
+        be = NULL;
+        st = elan_cuda_backend_create(&m, &p, &be);
+        printf("%s: %s%s%s\n", i ? "bf16" : "fp16", elansr_status_string(st), st ? ": " : "", st ? elansr_last_error() : "");
+        CHECK(st == ELANSR_OK && be != NULL);
+        if (be) be->destroy(be);
+    }
+    p = params(0, (elansr_precision)99);
     be = (elan_backend *)&m;
     st = elan_cuda_backend_create(&m, &p, &be);
-    printf("fp16: %s: %s\n", elansr_status_string(st), elansr_last_error());
-    CHECK(st == ELANSR_ERR_UNSUPPORTED && be == NULL);
-    p = params(0, ELANSR_PRECISION_BF16);
-    CHECK(elan_cuda_backend_create(&m, &p, &be) == ELANSR_ERR_UNSUPPORTED);
+    CHECK(st == ELANSR_ERR_ARG && be == NULL);
     rand_model_free(&m);
 }
 
@@ -275,6 +397,7 @@ int main(void) {
     test_create_errors();
     test_random_models();
     test_checkpoint();
+    test_half();
     test_limits_and_bench();
     return test_finish("gpu_backend");
 }

@@ -6,7 +6,8 @@
    with zero padding at the border of the padded image. A block owns a 16x16 tile (the padded sizes are
    multiples of 16, so tiles never straddle the edge): its 18x18x3 halo and all C*27 weights sit in shared
    memory, and the 256 threads walk the tile's 256*C outputs in NHWC order, so consecutive threads write
-   consecutive addresses.
+   consecutive addresses. In fp16/bf16 the head also writes xh, the half copy of x that the first GEMM and
+   shift read (template T; T = float writes no copy).
 
    tail: (x + hb) -> 3x3 conv C -> 3*s*s -> pixel shuffle -> add_mean -> crop, straight into the NCHW output.
    add_mean is a 3x3 channel mix of each output pixel and is folded into the weights at creation. Only the
@@ -21,6 +22,7 @@
 #define HALO (TILE + 2)
 #define HALO_N (HALO * HALO)
 
+template <typename T>
 static __global__ void __launch_bounds__(256) head_kernel(elan_cuda_head_args a) {
     extern __shared__ float smem[];
     float *halo = smem;                 /* [3][HALO_N] */
@@ -73,18 +75,32 @@ static __global__ void __launch_bounds__(256) head_kernel(elan_cuda_head_args a)
         const size_t o = (((size_t)img * a.Hp + ty0 + ly) * a.Wp + tx0 + lx) * C + oc;
         a.x[o] = acc;
         a.hb[o] = acc;
+        if constexpr (sizeof(T) == 2) ((T *)a.xh)[o] = elan_from_f<T>(acc);
     }
 }
 
 extern "C" size_t elan_cuda_head_smem(int C) { return (size_t)(3 * HALO_N + 12 + C * 28) * sizeof(float); }
 
 extern "C" cudaError_t elan_cuda_head_prepare(int C) {
-    return cudaFuncSetAttribute(head_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)elan_cuda_head_smem(C));
+    const int smem = (int)elan_cuda_head_smem(C);
+    cudaError_t e = cudaFuncSetAttribute(head_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(head_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(head_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    return e;
 }
 
 extern "C" cudaError_t elan_cuda_head(const elan_cuda_head_args *a, cudaStream_t s) {
     const long long tiles = (long long)a->n * (a->Hp / TILE) * (a->Wp / TILE);
-    head_kernel<<<(unsigned)tiles, 256, elan_cuda_head_smem(a->C), s>>>(*a);
+    const size_t smem = elan_cuda_head_smem(a->C);
+    if (!a->xh || a->act == ELAN_ACT_F32)
+        head_kernel<float><<<(unsigned)tiles, 256, smem, s>>>(*a);
+    else if (a->act == ELAN_ACT_F16)
+        head_kernel<__half><<<(unsigned)tiles, 256, smem, s>>>(*a);
+    else if (a->act == ELAN_ACT_BF16)
+        head_kernel<__nv_bfloat16><<<(unsigned)tiles, 256, smem, s>>>(*a);
+    else
+        return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 

@@ -23,8 +23,21 @@
    (n, h, w) live in one more (the plan), made on the first forward of that size and kept while the size
    stays. The second forward of a size captures the whole forward in a CUDA graph (the first runs it eagerly,
    which also warms cuBLAS) and later forwards replay it: a forward is ~270 launches, which dominate for
-   small images. */
+   small images.
+
+   fp16 / bf16 (elansr precision FP16 / BF16): the 1x1-conv weights are converted once at creation; sA, t and
+   g hold half values, and the GEMMs are cublasGemmEx with half A and B, fp32 compute (tensor cores), and a
+   half C for the GEMMs that start an activation (c0, project_inp) or a float C for the two that accumulate
+   into the residual stream (c1, project_out: beta = 1 on the fp32 x). The residual stream x and hb stay fp32
+   (50 roundings of x to bf16 would cost ~0.01 dB); bias_add, which each accumulating GEMM needs anyway,
+   writes xh, the half copy of x that the next shift and project_inp read. Head and tail compute in fp32 from
+   and to fp32, as does the attention's math (gmsa.cu). fp16 saturates at +-65504 in every kernel store; a
+   GEMM's half output (c0, project_inp) is cuBLAS's conversion and overflows to inf past that: real images
+   stay in the hundreds, pure noise can reach ~1e5 (use bf16 or fp32 for such inputs).
+   The only difference of the two half modes is the storage type (elan_cuda_act). */
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <stdint.h>
@@ -46,13 +59,15 @@ extern "C" {
 #define BENCH_INPUTS 4
 
 typedef struct {
-    const float *w, *b; /* w[cout][cin], b[cout] on the device */
+    const void *w;      /* w[cout][cin] on the device, float or (fp16/bf16 modes) the activation type */
+    const float *b;     /* b[cout] */
     int cin, cout;
 } dconv;
 
 typedef struct {
     dconv c0, c1;
     const unsigned char *tap0, *tap1;
+    int quads0, quads1;         /* the shift's taps are constant over aligned runs of 4 channels */
     dconv pin, pout;
     int computes;
 } dpair;
@@ -67,7 +82,9 @@ typedef struct {
     long long P;
     void *arena;
     size_t bytes;
-    float *in, *out, *x, *hb, *sA, *t, *g;
+    float *in, *out, *x, *hb;   /* fp32 always */
+    void *sA, *t, *g;           /* act */
+    void *xh;                   /* act; NULL in fp32 */
     int *mirror_y, *mirror_x;
     int runs;                   /* forwards done with this plan; the graph is captured on the second */
     cudaGraphExec_t graph;
@@ -76,6 +93,8 @@ typedef struct {
 typedef struct {
     elan_backend base;          /* first: the library sees only this */
     int dev, verbose, use_graph;
+    int act;                    /* elan_cuda_act: storage of sA, t, g, xh and the 1x1 weights */
+    size_t esz;                 /* its bytes */
     cudaStream_t stream;
     cublasHandle_t blas;
     void *weights;
@@ -147,11 +166,24 @@ static const float *stage_floats(stage_t *s, const float *src, size_t count) {
     return d;
 }
 
-static dconv stage_conv(stage_t *s, const elan_conv *c) {
+/* A 1x1 conv: weights in the activation type act (converted here, round to nearest), bias in float. */
+static dconv stage_conv(stage_t *s, const elan_conv *c, int act) {
     dconv d;
     d.cin = c->cin;
     d.cout = c->cout;
-    d.w = stage_floats(s, c->w, (size_t)c->cout * c->cin * c->k * c->k);
+    const size_t nw = (size_t)c->cout * c->cin * c->k * c->k;
+    if (act == ELAN_ACT_F32) {
+        d.w = stage_floats(s, c->w, nw);
+    } else {
+        void *h;
+        d.w = stage_alloc(s, nw, 2, &h);
+        if (h) {
+            if (act == ELAN_ACT_F16)
+                for (size_t i = 0; i < nw; i++) ((__half *)h)[i] = __float2half_rn(c->w[i]);
+            else
+                for (size_t i = 0; i < nw; i++) ((__nv_bfloat16 *)h)[i] = __float2bfloat16_rn(c->w[i]);
+        }
+    }
     d.b = stage_floats(s, c->b, (size_t)c->cout);
     return d;
 }
@@ -162,6 +194,13 @@ static const unsigned char *stage_taps(stage_t *s, const int *tap, int n) {
     if (h)
         for (int i = 0; i < n; i++) ((unsigned char *)h)[i] = (unsigned char)tap[i];
     return d;
+}
+
+static int taps_in_quads(const int *tap, int n) {
+    if (n % 4) return 0;
+    for (int i = 0; i < n; i++)
+        if (tap[i] != tap[i & ~3]) return 0;
+    return 1;
 }
 
 static void stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
@@ -179,12 +218,14 @@ static void stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
         const elan_block *b = &m->blocks[bi];
         for (int j = 0; j < b->n_pairs; j++) {
             dpair *d = &be->blocks[bi].pairs[j];
-            d->c0 = stage_conv(s, &b->lfe[j].c0.conv);
+            d->quads0 = taps_in_quads(b->lfe[j].c0.tap, b->lfe[j].c0.conv.cin);
+            d->quads1 = taps_in_quads(b->lfe[j].c1.tap, b->lfe[j].c1.conv.cin);
+            d->c0 = stage_conv(s, &b->lfe[j].c0.conv, be->act);
             d->tap0 = stage_taps(s, b->lfe[j].c0.tap, b->lfe[j].c0.conv.cin);
-            d->c1 = stage_conv(s, &b->lfe[j].c1.conv);
+            d->c1 = stage_conv(s, &b->lfe[j].c1.conv, be->act);
             d->tap1 = stage_taps(s, b->lfe[j].c1.tap, b->lfe[j].c1.conv.cin);
-            d->pin = stage_conv(s, &b->gmsa[j].proj_in);
-            d->pout = stage_conv(s, &b->gmsa[j].proj_out);
+            d->pin = stage_conv(s, &b->gmsa[j].proj_in, be->act);
+            d->pout = stage_conv(s, &b->gmsa[j].proj_out, be->act);
             d->computes = b->gmsa[j].computes_attn;
         }
     }
@@ -281,8 +322,9 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     plan_free(be);
     const int Hp = elan_round_up(h, be->pad), Wp = elan_round_up(w, be->pad), C = be->C, s = be->scale;
     const long long P = (long long)n * Hp * Wp;
-    const double floats_per_px = 2.0 * C + be->width_s + be->width_t + 2.0 * C;
-    const double need = (double)P * floats_per_px * 4 + (double)n * h * w * 3 * 4 * (1 + s * s) + (Hp + Wp) * 4.0;
+    const size_t es = be->esz;
+    const double bytes_per_px = 2.0 * C * 4 + (be->width_s + be->width_t + 2.0 * C + (be->act != ELAN_ACT_F32 ? C : 0)) * es;
+    const double need = (double)P * bytes_per_px + (double)n * h * w * 3 * 4 * (1 + s * s) + (Hp + Wp) * 4.0;
     /* cuBLAS takes the pixel count as an int; past that, memory ran out long ago on any current GPU. */
     if (P > 0x7fffffffLL) {
         size_t fr = 0, tot = 0;
@@ -295,8 +337,9 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     const size_t in_b = (size_t)n * 3 * h * w * sizeof(float), out_b = in_b * s * s;
     const size_t o_in = carve(&cv, in_b), o_out = carve(&cv, out_b);
     const size_t o_x = carve(&cv, (size_t)P * C * 4), o_hb = carve(&cv, (size_t)P * C * 4);
-    const size_t o_sA = carve(&cv, (size_t)P * be->width_s * 4), o_t = carve(&cv, (size_t)P * be->width_t * 4);
-    const size_t o_g = carve(&cv, (size_t)P * 2 * C * 4);
+    const size_t o_sA = carve(&cv, (size_t)P * be->width_s * es), o_t = carve(&cv, (size_t)P * be->width_t * es);
+    const size_t o_g = carve(&cv, (size_t)P * 2 * C * es);
+    const size_t o_xh = be->act != ELAN_ACT_F32 ? carve(&cv, (size_t)P * C * es) : 0;
     const size_t o_my = carve(&cv, (size_t)Hp * sizeof(int)), o_mx = carve(&cv, (size_t)Wp * sizeof(int));
     void *arena = NULL;
     cudaError_t e = cudaMalloc(&arena, cv.off);
@@ -314,8 +357,9 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     pl->bytes = cv.off;
     pl->n = n, pl->h = h, pl->w = w, pl->Hp = Hp, pl->Wp = Wp, pl->P = P;
     pl->in = (float *)(a + o_in), pl->out = (float *)(a + o_out);
-    pl->x = (float *)(a + o_x), pl->hb = (float *)(a + o_hb), pl->sA = (float *)(a + o_sA);
-    pl->t = (float *)(a + o_t), pl->g = (float *)(a + o_g);
+    pl->x = (float *)(a + o_x), pl->hb = (float *)(a + o_hb), pl->sA = a + o_sA;
+    pl->t = a + o_t, pl->g = a + o_g;
+    pl->xh = be->act != ELAN_ACT_F32 ? a + o_xh : NULL;
     pl->mirror_y = (int *)(a + o_my), pl->mirror_x = (int *)(a + o_mx);
 
     int *tab = (int *)malloc((size_t)(Hp + Wp) * sizeof(int));
@@ -343,21 +387,34 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
 
 /* ---- forward ---- */
 
-static elansr_status gemm(const cuda_backend *be, const dconv *c, const float *in, float *out, float beta,
+/* out = in * W^T (+ out when beta = 1). In fp16/bf16 in is half and out is half (out_f32 = 0) or the fp32
+   residual stream (out_f32 = 1). */
+static elansr_status gemm(const cuda_backend *be, const dconv *c, const void *in, void *out, float beta, int out_f32,
                           const char *what, int bi, int j) {
     const float one = 1.0f;
-    cublasStatus_t st = cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, c->cout, (int)be->plan.P, c->cin, &one, c->w,
-                                    c->cin, in, c->cin, &beta, out, c->cout);
+    cublasStatus_t st;
+    if (be->act == ELAN_ACT_F32) {
+        st = cublasSgemm(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, c->cout, (int)be->plan.P, c->cin, &one, (const float *)c->w,
+                         c->cin, (const float *)in, c->cin, &beta, (float *)out, c->cout);
+    } else {
+        const cudaDataType_t t = be->act == ELAN_ACT_F16 ? CUDA_R_16F : CUDA_R_16BF;
+        st = cublasGemmEx(be->blas, CUBLAS_OP_T, CUBLAS_OP_N, c->cout, (int)be->plan.P, c->cin, &one, c->w, t, c->cin, in,
+                          t, c->cin, &beta, out, out_f32 ? CUDA_R_32F : t, c->cout, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
     if (st != CUBLAS_STATUS_SUCCESS)
-        return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d: block %d pair %d: cublasSgemm (%s, %d -> %d) failed: %s", be->dev, bi,
-                           j, what, c->cin, c->cout, cublasGetStatusString(st));
+        return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d: block %d pair %d: %s (%s, %d -> %d) failed: %s", be->dev, bi, j,
+                           be->act == ELAN_ACT_F32 ? "cublasSgemm" : "cublasGemmEx", what, c->cin, c->cout,
+                           cublasGetStatusString(st));
     return ELANSR_OK;
 }
 
-#define GEMM(c, in, out, beta, what)                                   \
-    do {                                                               \
-        elansr_status st_ = gemm(be, c, in, out, beta, what, bi, j);   \
-        if (st_ != ELANSR_OK) return st_;                              \
+/* Element offset into an activation buffer of the backend's storage type. */
+static inline void *act_at(const cuda_backend *be, void *p, long long elems) { return (char *)p + elems * (long long)be->esz; }
+
+#define GEMM(c, in, out, beta, out_f32, what)                                   \
+    do {                                                                        \
+        elansr_status st_ = gemm(be, c, in, out, beta, out_f32, what, bi, j);   \
+        if (st_ != ELANSR_OK) return st_;                                       \
     } while (0)
 
 /* Enqueues one whole forward on the stream: d_in (n x 3 x h x w, device) -> d_out (n x 3 x sh x sw, device). */
@@ -369,43 +426,46 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
 
     elan_cuda_head_args ha;
     ha.in = d_in, ha.mirror_y = pl->mirror_y, ha.mirror_x = pl->mirror_x, ha.sub_mean = be->sub_mean;
-    ha.w = be->head_w, ha.b = be->head_b, ha.x = pl->x, ha.hb = pl->hb;
+    ha.w = be->head_w, ha.b = be->head_b, ha.x = pl->x, ha.hb = pl->hb, ha.xh = pl->xh, ha.act = be->act;
     ha.n = pl->n, ha.H = pl->h, ha.W = pl->w, ha.Hp = pl->Hp, ha.Wp = pl->Wp, ha.C = C;
     LAUNCH(elan_cuda_head(&ha, s), "head");
 
+    /* what the GEMMs and the first shift read of the residual stream: x itself in fp32, else its half copy */
+    void *xin = be->act == ELAN_ACT_F32 ? (void *)pl->x : pl->xh;
     elan_cuda_shift_args sh;
-    sh.Hp = pl->Hp, sh.Wp = pl->Wp, sh.pixels = pl->P;
+    sh.Hp = pl->Hp, sh.Wp = pl->Wp, sh.pixels = pl->P, sh.act = be->act;
     for (bi = 0; bi < be->n_blocks; bi++) {
         const dblock *b = &be->blocks[bi];
         const float *q_bias = NULL; /* project_inp bias of the block's computing GMSA, whose output g holds */
         for (j = 0; j < b->n_pairs; j++) {
             const dpair *d = &b->pairs[j];
             /* LFE */
-            sh.in = pl->x, sh.out = pl->sA, sh.tap = d->tap0, sh.bias = NULL, sh.cin = C;
+            sh.in = xin, sh.out = pl->sA, sh.tap = d->tap0, sh.bias = NULL, sh.cin = C, sh.quads = d->quads0;
             LAUNCH(elan_cuda_shift(&sh, s), "lfe shift 0");
-            GEMM(&d->c0, pl->sA, pl->t, 0.0f, "lfe conv 0");
-            sh.in = pl->t, sh.out = pl->sA, sh.tap = d->tap1, sh.bias = d->c0.b, sh.cin = d->c0.cout;
+            GEMM(&d->c0, pl->sA, pl->t, 0.0f, 0, "lfe conv 0");
+            sh.in = pl->t, sh.out = pl->sA, sh.tap = d->tap1, sh.bias = d->c0.b, sh.cin = d->c0.cout, sh.quads = d->quads1;
             LAUNCH(elan_cuda_shift(&sh, s), "lfe relu+shift 1");
-            GEMM(&d->c1, pl->sA, pl->x, 1.0f, "lfe conv 1");
-            LAUNCH(elan_cuda_bias_add(pl->x, d->c1.b, C, pl->P, s), "lfe bias");
+            GEMM(&d->c1, pl->sA, pl->x, 1.0f, 1, "lfe conv 1");
+            LAUNCH(elan_cuda_bias_add(pl->x, d->c1.b, pl->xh, be->act, C, pl->P, s), "lfe bias");
             /* GMSA */
-            GEMM(&d->pin, pl->x, d->computes ? pl->g : pl->t, 0.0f, "project_inp");
+            GEMM(&d->pin, xin, d->computes ? pl->g : pl->t, 0.0f, 0, "project_inp");
             if (d->computes) q_bias = d->pin.b;
             for (int gi = 0; gi < 3; gi++) {
                 elan_cuda_attn_args at;
-                at.q = pl->g + gi * 2 * k, at.q_bias = q_bias + gi * 2 * k, at.q_stride = 2 * C;
+                at.act = be->act;
+                at.q = act_at(be, pl->g, gi * 2 * k), at.q_bias = q_bias + gi * 2 * k, at.q_stride = 2 * C;
                 if (d->computes) {
-                    at.v = pl->g + gi * 2 * k + k, at.v_bias = d->pin.b + gi * 2 * k + k, at.v_stride = 2 * C;
+                    at.v = act_at(be, pl->g, gi * 2 * k + k), at.v_bias = d->pin.b + gi * 2 * k + k, at.v_stride = 2 * C;
                 } else {
-                    at.v = pl->t + gi * k, at.v_bias = d->pin.b + gi * k, at.v_stride = C;
+                    at.v = act_at(be, pl->t, gi * k), at.v_bias = d->pin.b + gi * k, at.v_stride = C;
                 }
-                at.y = pl->sA + gi * k, at.y_stride = C;
+                at.y = act_at(be, pl->sA, gi * k), at.y_stride = C;
                 at.k = k, at.ws = be->windows[gi], at.shift = b->shifted ? be->windows[gi] / 2 : 0;
                 at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
                 LAUNCH(elan_cuda_attn(&at, s), "attention");
             }
-            GEMM(&d->pout, pl->sA, pl->x, 1.0f, "project_out");
-            LAUNCH(elan_cuda_bias_add(pl->x, d->pout.b, C, pl->P, s), "project_out bias");
+            GEMM(&d->pout, pl->sA, pl->x, 1.0f, 1, "project_out");
+            LAUNCH(elan_cuda_bias_add(pl->x, d->pout.b, pl->xh, be->act, C, pl->P, s), "project_out bias");
         }
     }
     bi = -1;
@@ -620,7 +680,11 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
                            "GPU %d: cublasCreate failed: %s", be->dev, cublasGetStatusString(bs));
     }
     CU(cudaMalloc(&be->workspace, BLAS_WORKSPACE), "cudaMalloc (cuBLAS workspace)");
-    const cublasMath_t math = p->precision == ELANSR_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+    /* fp16/bf16: tensor cores are cuBLAS's default for half GemmEx; split-K partial sums must stay fp32 too */
+    const cublasMath_t math = p->precision == ELANSR_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                              : be->act != ELAN_ACT_F32
+                                  ? (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)
+                                  : CUBLAS_DEFAULT_MATH;
     if ((bs = cublasSetStream(be->blas, be->stream)) != CUBLAS_STATUS_SUCCESS ||
         (bs = cublasSetWorkspace(be->blas, be->workspace, BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS ||
         (bs = cublasSetMathMode(be->blas, math)) != CUBLAS_STATUS_SUCCESS)
@@ -659,10 +723,14 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     CU(e, "cudaMemcpyAsync (weights)");
 
     CU(elan_cuda_head_prepare(be->C), "cudaFuncSetAttribute (head)");
-    for (int i = 0; i < 3; i++) CU(elan_cuda_attn_prepare(be->k, be->windows[i]), "cudaFuncSetAttribute (attention)");
+    for (int i = 0; i < 3; i++)
+        CU(elan_cuda_attn_prepare(be->k, be->windows[i], be->act), "cudaFuncSetAttribute (attention)");
     if (p->verbose)
         fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s\n", be->base.device_name, be->weights_bytes / MIB,
-                math == CUBLAS_TF32_TENSOR_OP_MATH ? "tf32 GEMMs" : "fp32");
+                be->act == ELAN_ACT_F16    ? "fp16 activations, fp32 accumulation and residual stream"
+                : be->act == ELAN_ACT_BF16 ? "bf16 activations, fp32 accumulation and residual stream"
+                : math == CUBLAS_TF32_TENSOR_OP_MATH ? "tf32 GEMMs"
+                                                     : "fp32");
     return ELANSR_OK;
 }
 
@@ -671,11 +739,9 @@ extern "C" elansr_status elan_cuda_backend_create(const elan_model *m, const ela
     *out = NULL;
     if (!m || !p) return elansr_fail(ELANSR_ERR_ARG, "elan_cuda_backend_create: NULL argument");
     const int dev = p->device;
-    if (p->precision == ELANSR_PRECISION_FP16 || p->precision == ELANSR_PRECISION_BF16)
-        return elansr_fail(ELANSR_ERR_UNSUPPORTED, "GPU %d: %s is not yet supported by the CUDA backend (fp32 and tf32 are)",
-                           dev, p->precision == ELANSR_PRECISION_FP16 ? "fp16" : "bf16");
     if (p->precision != ELANSR_PRECISION_DEFAULT && p->precision != ELANSR_PRECISION_FP32 &&
-        p->precision != ELANSR_PRECISION_TF32)
+        p->precision != ELANSR_PRECISION_TF32 && p->precision != ELANSR_PRECISION_FP16 &&
+        p->precision != ELANSR_PRECISION_BF16)
         return elansr_fail(ELANSR_ERR_ARG, "GPU %d: invalid precision %d", dev, (int)p->precision);
     const int count = elan_cuda_device_count();
     if (count == 0) return elansr_fail(ELANSR_ERR_DEVICE, "GPU %d requested but no CUDA GPU found", dev);
@@ -692,6 +758,11 @@ extern "C" elansr_status elan_cuda_backend_create(const elan_model *m, const ela
     be->base.benchmark = cuda_benchmark;
     be->dev = dev;
     be->verbose = p->verbose;
+    /* DEFAULT stays fp32 (tf32 and the half modes only when asked for) */
+    be->act = p->precision == ELANSR_PRECISION_FP16   ? ELAN_ACT_F16
+              : p->precision == ELANSR_PRECISION_BF16 ? ELAN_ACT_BF16
+                                                      : ELAN_ACT_F32;
+    be->esz = be->act == ELAN_ACT_F32 ? 4 : 2;
     /* ELANSR_CUDA_GRAPHS=0 launches every forward eagerly (debugging, or comparing the two paths). */
     const char *g = getenv("ELANSR_CUDA_GRAPHS");
     be->use_graph = !(g && g[0] == '0');

@@ -1,10 +1,16 @@
 /* cuda_common.h — what the CUDA backend's files share: the argument blocks and launchers of the layer
    kernels (conv3x3.cu, lfe.cu, gmsa.cu), and the error-check macros of cuda_backend.cu.
 
-   Activations live on the device as NHWC float32 over the padded image (Hp x Wp, multiples of 16): pixel
+   Activations live on the device as NHWC over the padded image (Hp x Wp, multiples of 16): pixel
    p = (n*Hp + y)*Wp + x holds its channels contiguously at p*C. Every 1x1 conv is then one cuBLAS GEMM over
    all N*Hp*Wp pixels, and an attention window reads each token's channels as one contiguous run.
    Pixel and element indices are 64-bit: n*Hp*Wp*C passes 2^31 well before device memory runs out.
+
+   Storage precision (elan_cuda_act): in fp32/tf32 every activation is float. In fp16/bf16 the residual stream
+   x and the head output hb stay float (the residual sum over ~50 updates is where half storage would lose the
+   most: bf16 keeps 8 bits), and a half copy xh of x feeds the GEMMs and the shift; every other activation
+   (sA, t, g) is half. GEMMs accumulate in fp32 on tensor cores; all elementwise math and the softmax are fp32.
+   Activation pointers of the layer kernels are therefore void *, typed by the act field.
 
    Each launcher only enqueues on the given stream and returns cudaGetLastError() of the launch; the caller
    turns a failure into an elansr status naming the kernel. */
@@ -12,6 +18,9 @@
 #define ELANSR_CUDA_COMMON_H
 
 #include <cuda_runtime.h>
+
+/* Storage type of the half-precision activations (sA, t, g, xh). */
+typedef enum { ELAN_ACT_F32 = 0, ELAN_ACT_F16 = 1, ELAN_ACT_BF16 = 2 } elan_cuda_act;
 
 /* ---- conv3x3.cu ---- */
 
@@ -25,6 +34,8 @@ typedef struct {
     const float *w;         /* C x 27, PyTorch layout [cout][cin][ky][kx] */
     const float *b;         /* C */
     float *x, *hb;          /* n x Hp x Wp x C */
+    void *xh;               /* NULL, or the same values as x in act (fp16/bf16) */
+    int act;
     int n, H, W, Hp, Wp, C;
 } elan_cuda_head_args;
 
@@ -47,10 +58,13 @@ static inline int elan_cuda_tail_nout_pad(int scale) { return (3 * scale * scale
    where v(t) = t, or max(t + bias[c], 0) when bias is given (the bias and ReLU of the previous 1x1 conv,
    applied before the zero fill exactly as the network does). */
 typedef struct {
-    const float *in;
-    float *out;
+    const void *in;             /* both of type act */
+    void *out;
     const unsigned char *tap;   /* cin entries, ky*3 + kx */
     const float *bias;          /* NULL: plain shift; else bias + ReLU first */
+    int act;
+    int quads;                  /* 1: cin % 4 == 0 and every aligned run of 4 channels shares one tap, so a
+                                   thread moves 4 channels (16 or 8 bytes) at once */
     int cin, Hp, Wp;
     long long pixels;           /* n*Hp*Wp */
 } elan_cuda_shift_args;
@@ -61,9 +75,12 @@ typedef struct {
    q and v are read at q + p*q_stride (+ q_bias) and v + p*v_stride (+ v_bias), k channels each; y written at
    y + p*y_stride. shift = ws/2 for shifted blocks (torch.roll folded into the token -> pixel map), else 0. */
 typedef struct {
-    const float *q, *q_bias;
-    const float *v, *v_bias;
-    float *y;
+    const void *q;              /* q, v and y of type act; the biases float */
+    const float *q_bias;
+    const void *v;
+    const float *v_bias;
+    void *y;
+    int act;
     int q_stride, v_stride, y_stride;
     int k, ws, shift;
     int n, Hp, Wp;
@@ -80,13 +97,14 @@ size_t elan_cuda_head_smem(int C);
 cudaError_t elan_cuda_head_prepare(int C);
 
 cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
-/* x[p][c] += b[c] over pixels*C elements (bias of a 1x1 conv whose GEMM accumulated into x with beta = 1). */
-cudaError_t elan_cuda_bias_add(float *x, const float *b, int C, long long pixels, cudaStream_t s);
+/* x[p][c] += b[c] over pixels*C elements (bias of a 1x1 conv whose GEMM accumulated into x with beta = 1);
+   when xh is not NULL, also xh = x converted to act (fp16 saturating at +-65504). */
+cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, int act, int C, long long pixels, cudaStream_t s);
 
 /* 0 when attention over groups of k channels with window ws is compiled in, else -1. */
 int elan_cuda_attn_supported(int k, int ws);
-/* Raises the dynamic shared-memory limit of the attention kernel for (k, ws); once, at creation. */
-cudaError_t elan_cuda_attn_prepare(int k, int ws);
+/* Raises the dynamic shared-memory limit of the attention kernel for (k, ws, act); once, at creation. */
+cudaError_t elan_cuda_attn_prepare(int k, int ws, int act);
 cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s);
 
 #ifdef __cplusplus
@@ -100,5 +118,50 @@ static inline unsigned elan_cuda_grid(long long elems, int threads) {
     if (b < 1) b = 1;
     return (unsigned)b;
 }
+
+
+/* ---- device helpers: conversions between the storage types and float ---- */
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+static __device__ __forceinline__ float elan_to_f(float v) { return v; }
+static __device__ __forceinline__ float elan_to_f(__half v) { return __half2float(v); }
+static __device__ __forceinline__ float elan_to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* fp16 saturates instead of overflowing to inf (activations of pure noise can pass 65504; see README of the
+   backend in cuda_backend.cu). NaN stays NaN. */
+template <typename T> static __device__ __forceinline__ T elan_from_f(float v);
+template <> __device__ __forceinline__ float elan_from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half elan_from_f<__half>(float v) {
+    return __float2half_rn(v != v ? v : fminf(fmaxf(v, -65504.0f), 65504.0f));
+}
+template <> __device__ __forceinline__ __nv_bfloat16 elan_from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+/* 4 consecutive elements as a float4 (one 16-byte load for float, one 8-byte load for the half types);
+   p must be aligned to 4 elements. */
+static __device__ __forceinline__ float4 elan_ld4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 elan_ld4(const __half *p) {
+    const uint2 u = *(const uint2 *)p;
+    const float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ float4 elan_ld4(const __nv_bfloat16 *p) {
+    const uint2 u = *(const uint2 *)p;
+    const float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x), b = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ void elan_st4(float *p, float4 v) { *(float4 *)p = v; }
+static __device__ __forceinline__ void elan_st4(__half *p, float4 v) {
+    __half2 a = __halves2half2(elan_from_f<__half>(v.x), elan_from_f<__half>(v.y));
+    __half2 b = __halves2half2(elan_from_f<__half>(v.z), elan_from_f<__half>(v.w));
+    *(uint2 *)p = make_uint2(*(const unsigned *)&a, *(const unsigned *)&b);
+}
+static __device__ __forceinline__ void elan_st4(__nv_bfloat16 *p, float4 v) {
+    __nv_bfloat162 a = __halves2bfloat162(__float2bfloat16_rn(v.x), __float2bfloat16_rn(v.y));
+    __nv_bfloat162 b = __halves2bfloat162(__float2bfloat16_rn(v.z), __float2bfloat16_rn(v.w));
+    *(uint2 *)p = make_uint2(*(const unsigned *)&a, *(const unsigned *)&b);
+}
+#endif
 
 #endif

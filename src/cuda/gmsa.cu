@@ -19,7 +19,11 @@
    is bit-identical to the first GMSA's A because the same kernel computes it from the same q.
 
    The channel count is a template parameter KP (k rounded up to a compiled size, zero-padded), so that q,
-   the accumulator and the 16 scores stay in registers: a run-time-sized array would go to local memory. */
+   the accumulator and the 16 scores stay in registers: a run-time-sized array would go to local memory.
+
+   The storage type T of q, v and y (float, __half, __nv_bfloat16) is a template parameter too: half inputs are
+   widened to fp32 on load (q + bias in fp32, so the scores q.q^T, which reach the hundreds, are fp32 sums of
+   fp32 products), shared memory and all the math stay fp32, and y is rounded once on store. */
 #include "cuda_common.h"
 
 #include <math.h>
@@ -37,7 +41,7 @@ struct attn_shape {
     static constexpr size_t SMEM = 2 * (size_t)WPB * WST * sizeof(float);
 };
 
-template <int WS, int KP>
+template <int WS, int KP, typename T>
 static __device__ __forceinline__ void attn_body(const elan_cuda_attn_args &a, int vec4) {
     typedef attn_shape<WS, KP> S;
     extern __shared__ float4 smem4[];
@@ -63,11 +67,11 @@ static __device__ __forceinline__ void attn_body(const elan_cuda_attn_args &a, i
     float qi[KP], acc[KP];
     float *qs = sq + wl * S::WST + i * KP, *vs = sv + wl * S::WST + i * KP;
     if (live && vec4) {
-        const float4 *q4 = (const float4 *)(a.q + p * a.q_stride), *qb4 = (const float4 *)a.q_bias;
-        const float4 *v4 = (const float4 *)(a.v + p * a.v_stride), *vb4 = (const float4 *)a.v_bias;
+        const T *q4 = (const T *)a.q + p * a.q_stride, *v4 = (const T *)a.v + p * a.v_stride;
+        const float4 *qb4 = (const float4 *)a.q_bias, *vb4 = (const float4 *)a.v_bias;
 #pragma unroll
         for (int c = 0; c < KP / 4; c++) {
-            const float4 q = q4[c], qb = qb4[c], v = v4[c], vb = vb4[c];
+            const float4 q = elan_ld4(q4 + 4 * c), qb = qb4[c], v = elan_ld4(v4 + 4 * c), vb = vb4[c];
             qi[4 * c] = q.x + qb.x;
             qi[4 * c + 1] = q.y + qb.y;
             qi[4 * c + 2] = q.z + qb.z;
@@ -76,13 +80,13 @@ static __device__ __forceinline__ void attn_body(const elan_cuda_attn_args &a, i
             ((float4 *)vs)[c] = make_float4(v.x + vb.x, v.y + vb.y, v.z + vb.z, v.w + vb.w);
         }
     } else {
-        const float *q = a.q + p * a.q_stride, *v = a.v + p * a.v_stride;
+        const T *q = (const T *)a.q + p * a.q_stride, *v = (const T *)a.v + p * a.v_stride;
 #pragma unroll
         for (int c = 0; c < KP; c++) {
             const bool in = live && c < K;
-            qi[c] = in ? q[c] + a.q_bias[c] : 0.0f;
+            qi[c] = in ? elan_to_f(q[c]) + a.q_bias[c] : 0.0f;
             qs[c] = qi[c];
-            vs[c] = in ? v[c] + a.v_bias[c] : 0.0f;
+            vs[c] = in ? elan_to_f(v[c]) + a.v_bias[c] : 0.0f;
         }
     }
     __syncthreads();
@@ -135,27 +139,28 @@ static __device__ __forceinline__ void attn_body(const elan_cuda_attn_args &a, i
 
     const float inv = 1.0f / l;
     if (vec4) {
-        float4 *y4 = (float4 *)(a.y + p * a.y_stride);
+        T *y4 = (T *)a.y + p * a.y_stride;
 #pragma unroll
         for (int c = 0; c < KP / 4; c++)
-            y4[c] = make_float4(acc[4 * c] * inv, acc[4 * c + 1] * inv, acc[4 * c + 2] * inv, acc[4 * c + 3] * inv);
+            elan_st4(y4 + 4 * c,
+                     make_float4(acc[4 * c] * inv, acc[4 * c + 1] * inv, acc[4 * c + 2] * inv, acc[4 * c + 3] * inv));
     } else {
-        float *y = a.y + p * a.y_stride;
+        T *y = (T *)a.y + p * a.y_stride;
 #pragma unroll
         for (int c = 0; c < KP; c++)
-            if (c < K) y[c] = acc[c] * inv;
+            if (c < K) y[c] = elan_from_f<T>(acc[c] * inv);
     }
 }
 
 /* Two entry points around the same body only to steer ptxas: left alone it gave the (ws 4, k 20) case 64
    registers and spilled on sm_80, while a cap of 128 (2 blocks per SM) spills the large-k cases, which need ~200. */
-template <int WS, int KP>
+template <int WS, int KP, typename T>
 static __global__ void __launch_bounds__(ATTN_THREADS, 2) attn_kernel_small(elan_cuda_attn_args a, int vec4) {
-    attn_body<WS, KP>(a, vec4);
+    attn_body<WS, KP, T>(a, vec4);
 }
-template <int WS, int KP>
+template <int WS, int KP, typename T>
 static __global__ void __launch_bounds__(ATTN_THREADS) attn_kernel_large(elan_cuda_attn_args a, int vec4) {
-    attn_body<WS, KP>(a, vec4);
+    attn_body<WS, KP, T>(a, vec4);
 }
 #define ATTN_SMALL_KP 20
 
@@ -169,23 +174,33 @@ static int attn_kp(int k) {
 
 typedef void (*attn_fn)(elan_cuda_attn_args, int);
 
-template <int WS, int KP>
+template <int WS, int KP, typename T>
 static attn_fn attn_entry() {
     if constexpr (KP <= ATTN_SMALL_KP)
-        return attn_kernel_small<WS, KP>;
+        return attn_kernel_small<WS, KP, T>;
     else
-        return attn_kernel_large<WS, KP>;
+        return attn_kernel_large<WS, KP, T>;
+}
+
+template <int WS, int KP>
+static attn_fn attn_entry_act(int act) {
+    switch (act) {
+    case ELAN_ACT_F32: return attn_entry<WS, KP, float>();
+    case ELAN_ACT_F16: return attn_entry<WS, KP, __half>();
+    case ELAN_ACT_BF16: return attn_entry<WS, KP, __nv_bfloat16>();
+    default: return NULL;
+    }
 }
 
 #define ATTN_CASE(WS, KP)                                 \
     if (ws == WS && kp == KP) {                           \
         *smem = attn_shape<WS, KP>::SMEM;                 \
         *windows_per_block = attn_shape<WS, KP>::WPB;     \
-        return attn_entry<WS, KP>();                      \
+        return attn_entry_act<WS, KP>(act);               \
     }
 #define ATTN_CASES(KP) ATTN_CASE(4, KP) ATTN_CASE(8, KP) ATTN_CASE(16, KP)
 
-static attn_fn attn_pick(int k, int ws, size_t *smem, int *windows_per_block) {
+static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_block) {
     const int kp = attn_kp(k);
     ATTN_CASES(8)
     ATTN_CASES(16)
@@ -200,27 +215,28 @@ static attn_fn attn_pick(int k, int ws, size_t *smem, int *windows_per_block) {
 extern "C" int elan_cuda_attn_supported(int k, int ws) {
     size_t smem;
     int wpb;
-    return k >= 1 && attn_pick(k, ws, &smem, &wpb) ? 0 : -1;
+    return k >= 1 && attn_pick(k, ws, ELAN_ACT_F32, &smem, &wpb) ? 0 : -1;
 }
 
-extern "C" cudaError_t elan_cuda_attn_prepare(int k, int ws) {
+extern "C" cudaError_t elan_cuda_attn_prepare(int k, int ws, int act) {
     size_t smem;
     int wpb;
-    attn_fn f = attn_pick(k, ws, &smem, &wpb);
+    attn_fn f = attn_pick(k, ws, act, &smem, &wpb);
     if (!f) return cudaErrorInvalidValue;
     return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
-static int aligned16(const void *ptr) { return ((size_t)ptr & 15) == 0; }
+static int aligned(const void *ptr, size_t to) { return ((size_t)ptr & (to - 1)) == 0; }
 
 extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s) {
     size_t smem;
     int wpb;
-    attn_fn f = attn_pick(a->k, a->ws, &smem, &wpb);
+    attn_fn f = attn_pick(a->k, a->ws, a->act, &smem, &wpb);
     if (!f) return cudaErrorInvalidValue;
+    const size_t v4 = a->act == ELAN_ACT_F32 ? 16 : 8; /* bytes of 4 elements */
     const int vec4 = attn_kp(a->k) == a->k && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 &&
-                     aligned16(a->q) && aligned16(a->v) && aligned16(a->y) && aligned16(a->q_bias) &&
-                     aligned16(a->v_bias);
+                     aligned(a->q, v4) && aligned(a->v, v4) && aligned(a->y, v4) && aligned(a->q_bias, 16) &&
+                     aligned(a->v_bias, 16);
     const long long nwin = (long long)a->n * (a->Hp / a->ws) * (a->Wp / a->ws);
     f<<<(unsigned)((nwin + wpb - 1) / wpb), ATTN_THREADS, smem, s>>>(*a, vec4);
     return cudaGetLastError();

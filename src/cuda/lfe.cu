@@ -8,13 +8,18 @@
    the zero fill, because the network pads the ReLU output, not the GEMM output.
 
    bias_add finishes the GEMMs that accumulate into the residual stream (beta = 1): cuBLAS's plain SGEMM has
-   no bias epilogue. */
+   no bias epilogue. In fp16/bf16 the residual stream stays float and bias_add also refreshes its half copy
+   xh, which the next GEMM and shift read: that pass is needed anyway, so the copy costs only its write.
+
+   Both kernels are templated on the activation storage type T (float, __half, __nv_bfloat16); math is fp32. */
 #include "cuda_common.h"
 
 /* Index arithmetic in I: unsigned 32-bit whenever the tensor has fewer than 2^31 elements (every realistic
    size), because a 64-bit division per element costs more than the element's memory traffic. */
-template <typename I>
+template <typename I, typename T>
 static __global__ void __launch_bounds__(256) shift_kernel(elan_cuda_shift_args a) {
+    const T *in = (const T *)a.in;
+    T *out = (T *)a.out;
     const I total = (I)a.pixels * (I)a.cin, cin = (I)a.cin, Hp = (I)a.Hp, Wp = (I)a.Wp;
     for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (I)gridDim.x * blockDim.x) {
         const I p = e / cin;
@@ -24,22 +29,64 @@ static __global__ void __launch_bounds__(256) shift_kernel(elan_cuda_shift_args 
         const int dy = t / 3 - 1, dx = t % 3 - 1;
         float v = 0.0f;
         if (y + dy >= 0 && y + dy < a.Hp && x + dx >= 0 && x + dx < a.Wp) {
-            v = a.in[((long long)p + (long long)dy * a.Wp + dx) * a.cin + (long long)c];
+            v = elan_to_f(in[((long long)p + (long long)dy * a.Wp + dx) * a.cin + (long long)c]);
             if (a.bias) v = fmaxf(v + a.bias[c], 0.0f);
         }
-        a.out[e] = v;
+        out[e] = elan_from_f<T>(v);
+    }
+}
+
+/* The same gather 4 channels per thread (a.quads): one 16-byte (float) or 8-byte (half) load and store, and
+   a quarter of the index arithmetic. */
+template <typename I, typename T>
+static __global__ void __launch_bounds__(256) shift4_kernel(elan_cuda_shift_args a) {
+    const T *in = (const T *)a.in;
+    T *out = (T *)a.out;
+    const I cq = (I)(a.cin / 4), total = (I)a.pixels * cq, Hp = (I)a.Hp, Wp = (I)a.Wp;
+    for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (I)gridDim.x * blockDim.x) {
+        const I p = e / cq;
+        const int c = (int)(e - p * cq) * 4;
+        const int x = (int)(p % Wp), y = (int)(p / Wp % Hp);
+        const int t = a.tap[c];
+        const int dy = t / 3 - 1, dx = t % 3 - 1;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (y + dy >= 0 && y + dy < a.Hp && x + dx >= 0 && x + dx < a.Wp) {
+            v = elan_ld4(in + ((long long)p + (long long)dy * a.Wp + dx) * a.cin + c);
+            if (a.bias) {
+                const float4 b = *(const float4 *)(a.bias + c);
+                v.x = fmaxf(v.x + b.x, 0.0f), v.y = fmaxf(v.y + b.y, 0.0f);
+                v.z = fmaxf(v.z + b.z, 0.0f), v.w = fmaxf(v.w + b.w, 0.0f);
+            }
+        }
+        elan_st4(out + (long long)p * a.cin + c, v);
     }
 }
 
 /* Below this many elements the grid-stride loop cannot wrap an unsigned 32-bit index (stride <= 2^24). */
 #define SMALL_INDEX (1LL << 31)
 
-extern "C" cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s) {
+template <typename T>
+static void shift_launch(const elan_cuda_shift_args *a, cudaStream_t s) {
     const long long total = a->pixels * a->cin;
-    if (total < SMALL_INDEX)
-        shift_kernel<unsigned><<<elan_cuda_grid(total, 256), 256, 0, s>>>(*a);
+    if (a->quads && a->cin % 4 == 0 && ((size_t)a->in & 15) == 0 && ((size_t)a->out & 15) == 0 &&
+        (!a->bias || ((size_t)a->bias & 15) == 0)) {
+        if (total < SMALL_INDEX)
+            shift4_kernel<unsigned, T><<<elan_cuda_grid(total / 4, 256), 256, 0, s>>>(*a);
+        else
+            shift4_kernel<long long, T><<<elan_cuda_grid(total / 4, 256), 256, 0, s>>>(*a);
+    } else if (total < SMALL_INDEX)
+        shift_kernel<unsigned, T><<<elan_cuda_grid(total, 256), 256, 0, s>>>(*a);
     else
-        shift_kernel<long long><<<elan_cuda_grid(total, 256), 256, 0, s>>>(*a);
+        shift_kernel<long long, T><<<elan_cuda_grid(total, 256), 256, 0, s>>>(*a);
+}
+
+extern "C" cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s) {
+    switch (a->act) {
+    case ELAN_ACT_F32: shift_launch<float>(a, s); break;
+    case ELAN_ACT_F16: shift_launch<__half>(a, s); break;
+    case ELAN_ACT_BF16: shift_launch<__nv_bfloat16>(a, s); break;
+    default: return cudaErrorInvalidValue;
+    }
     return cudaGetLastError();
 }
 
@@ -49,11 +96,56 @@ static __global__ void __launch_bounds__(256) bias_add_kernel(float *x, const fl
     for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (I)gridDim.x * blockDim.x) x[e] += b[e % c];
 }
 
-extern "C" cudaError_t elan_cuda_bias_add(float *x, const float *b, int C, long long pixels, cudaStream_t s) {
-    const long long total = pixels * C;
-    if (total < SMALL_INDEX)
-        bias_add_kernel<unsigned><<<elan_cuda_grid(total, 256), 256, 0, s>>>(x, b, C, total);
+template <typename I, typename T>
+static __global__ void __launch_bounds__(256) bias_add_cast_kernel(float *x, const float *b, T *xh, int C, long long total) {
+    const I n = (I)total, c = (I)C;
+    for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (I)gridDim.x * blockDim.x) {
+        const float v = x[e] + b[e % c];
+        x[e] = v;
+        xh[e] = elan_from_f<T>(v);
+    }
+}
+
+/* 4 channels per thread when C % 4 == 0: float4 x and bias, one 8-byte store of xh. */
+template <typename I, typename T>
+static __global__ void __launch_bounds__(256) bias_add_cast4_kernel(float *x, const float *b, T *xh, int C, long long total) {
+    const I n = (I)(total / 4), cq = (I)(C / 4);
+    for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (I)gridDim.x * blockDim.x) {
+        float4 v = ((float4 *)x)[e];
+        const float4 bb = ((const float4 *)b)[e % cq];
+        v.x += bb.x, v.y += bb.y, v.z += bb.z, v.w += bb.w;
+        ((float4 *)x)[e] = v;
+        elan_st4(xh + 4 * (long long)e, v);
+    }
+}
+
+template <typename T>
+static void bias_add_cast(float *x, const float *b, void *xh, int C, long long total, cudaStream_t s) {
+    if (C % 4 == 0 && ((size_t)x & 15) == 0 && ((size_t)b & 15) == 0 && ((size_t)xh & 7) == 0) {
+        if (total < SMALL_INDEX)
+            bias_add_cast4_kernel<unsigned, T><<<elan_cuda_grid(total / 4, 256), 256, 0, s>>>(x, b, (T *)xh, C, total);
+        else
+            bias_add_cast4_kernel<long long, T><<<elan_cuda_grid(total / 4, 256), 256, 0, s>>>(x, b, (T *)xh, C, total);
+    } else if (total < SMALL_INDEX)
+        bias_add_cast_kernel<unsigned, T><<<elan_cuda_grid(total, 256), 256, 0, s>>>(x, b, (T *)xh, C, total);
     else
-        bias_add_kernel<long long><<<elan_cuda_grid(total, 256), 256, 0, s>>>(x, b, C, total);
+        bias_add_cast_kernel<long long, T><<<elan_cuda_grid(total, 256), 256, 0, s>>>(x, b, (T *)xh, C, total);
+}
+
+extern "C" cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, int act, int C, long long pixels,
+                                          cudaStream_t s) {
+    const long long total = pixels * C;
+    if (!xh || act == ELAN_ACT_F32) {
+        if (total < SMALL_INDEX)
+            bias_add_kernel<unsigned><<<elan_cuda_grid(total, 256), 256, 0, s>>>(x, b, C, total);
+        else
+            bias_add_kernel<long long><<<elan_cuda_grid(total, 256), 256, 0, s>>>(x, b, C, total);
+    } else if (act == ELAN_ACT_F16) {
+        bias_add_cast<__half>(x, b, xh, C, total, s);
+    } else if (act == ELAN_ACT_BF16) {
+        bias_add_cast<__nv_bfloat16>(x, b, xh, C, total, s);
+    } else {
+        return cudaErrorInvalidValue;
+    }
     return cudaGetLastError();
 }
