@@ -2,7 +2,7 @@
    inputs of odd sizes, then the whole forward of random small models at awkward sizes, batches and scales.
    Outputs are NaN-poisoned before every call so that an element the CPU code forgets to write fails.
    `test_cpu_ops --bench [h w]` instead times an ELAN-light-sized random model (planes 60, 12 blocks, x4). */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, setenv */
 
 #include <time.h>
 
@@ -164,34 +164,38 @@ static void test_lfe(void) {
 static const int g_windows[3] = {4, 8, 16};
 
 static void test_attention(void) {
-    static const int cases[][3] = {/* k, H, W */ {5, 16, 48}, {10, 48, 32}, {20, 32, 32}, {4, 16, 16}};
+    /* The last case has windows that neither divide 16 nor are multiples of it (the output scatter's runs). */
+    static const int cases[][6] = {/* k, H, W, windows */ {5, 16, 48, 4, 8, 16}, {10, 48, 32, 4, 8, 16},
+                                   {20, 32, 32, 4, 8, 16}, {4, 16, 16, 4, 8, 16}, {4, 60, 60, 4, 12, 20}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         for (int shifted = 0; shifted < 2; shifted++) {
             const int k = cases[ci][0], H = cases[ci][1], W = cases[ci][2], C = 3 * k;
+            const int *win = &cases[ci][3], wmax = win[2];
             const size_t hw = (size_t)H * W, ps = cpu_plane_stride(H, W);
             float *q = rand_floats((size_t)C * hw, -1.5f, 1.5f), *v = rand_floats((size_t)C * hw, -1.0f, 1.0f);
             float *v2 = rand_floats((size_t)C * hw, -1.0f, 1.0f);
             float *ref = naive_floats((size_t)C * hw), *ref2 = naive_floats((size_t)C * hw), *got = naive_floats((size_t)C * hw);
             double *A[3];
             for (int g = 0; g < 3; g++) {
-                const int w = g_windows[g], sh = shifted ? w / 2 : 0;
+                const int w = win[g], sh = shifted ? w / 2 : 0;
                 A[g] = naive_alloc(naive_attn_size(H, W, w), sizeof(double));
                 naive_group_attention(q + (size_t)g * k * hw, v + (size_t)g * k * hw, k, H, W, w, sh, A[g], ref + (size_t)g * k * hw);
                 naive_group_attention(NULL, v2 + (size_t)g * k * hw, k, H, W, w, sh, A[g], ref2 + (size_t)g * k * hw);
             }
             naive_free_attn(A);
-            const size_t sstride = r16(cpu_attention_scratch(k, 16)), istride = cpu_attention_iscratch(16);
+            const size_t sstride = r16(cpu_attention_scratch(k, wmax)), istride = cpu_attention_iscratch(wmax);
             float *scratch = naive_floats(NT * sstride);
             int *iscratch = naive_alloc(NT * istride, sizeof(int));
             float *pq = to_planes(q, C, hw, ps), *pv = to_planes(v, C, hw, ps), *pv2 = to_planes(v2, C, hw, ps);
             float *py = naive_floats((size_t)C * ps);
             for (int pass = 0; pass < 2; pass++) {
                 poison(py, (size_t)C * ps);
-                cpu_attention(pq, k, pass ? pv2 : pv, k, py, ps, H, W, k, g_windows, shifted, scratch, sstride, iscratch,
+                cpu_attention(pq, k, pass ? pv2 : pv, k, py, ps, H, W, k, win, shifted, scratch, sstride, iscratch,
                               istride, NT);
                 from_planes(py, C, hw, ps, got);
                 const double d = t_max_abs_diff(pass ? ref2 : ref, got, (size_t)C * hw);
-                printf("attention k=%d %dx%d shifted %d (%s v): max abs diff %.3g\n", k, H, W, shifted, pass ? "second" : "first", d);
+                printf("attention k=%d %dx%d windows %d,%d,%d shifted %d (%s v): max abs diff %.3g\n", k, H, W, win[0], win[1],
+                       win[2], shifted, pass ? "second" : "first", d);
                 CHECK_MSG(d <= TOL, "attention k=%d %dx%d shifted %d pass %d: %g", k, H, W, shifted, pass, d);
             }
             free(q), free(v), free(v2), free(ref), free(ref2), free(got), free(scratch), free(iscratch);
@@ -403,17 +407,58 @@ static int bench(int h, int w) {
     return 0;
 }
 
+/* Planes 60 (k = 20, ELAN-light's attention width, which the AVX-512 kernels block for) on every path this CPU
+   runs: each against the naive forward, and the paths against each other (they differ by FMA rounding). */
+static void test_isa_paths_agree(void) {
+    elan_model m;
+    rand_model_init(&m, 60, 2, 1, 4);
+    const int n = 1, h = 37, w = 53;
+    const size_t nin = (size_t)n * 3 * h * w, nout = nin * 16;
+    float *in = rand_floats(nin, 0.0f, 255.0f), *ref = naive_floats(nout), *got[3] = {NULL, NULL, NULL};
+    naive_elan_forward(&m, in, n, h, w, ref);
+    const int best = cpu_isa_best();
+    for (int isa = 0; isa <= best; isa++) {
+        setenv("ELANSR_CPU_ISA", cpu_isa_name(isa), 1);
+        elansr_params p = cpu_params();
+        elan_backend *be = NULL;
+        CHECK(elan_cpu_backend_create(&m, &p, &be) == ELANSR_OK);
+        if (!be) continue;
+        CHECK_MSG(cpu_get_isa() == isa, "ELANSR_CPU_ISA=%s gave %s", cpu_isa_name(isa), cpu_isa_name(cpu_get_isa()));
+        CHECK_MSG(strstr(be->device_name, cpu_isa_name(isa)) != NULL, "device name %s", be->device_name);
+        got[isa] = naive_floats(nout);
+        CHECK(be->forward(be, in, n, h, w, got[isa]) == ELANSR_OK);
+        const double d = t_max_abs_diff(ref, got[isa], nout), d0 = t_max_abs_diff(got[0], got[isa], nout);
+        printf("isa %s: planes 60 x4 %dx%d: max abs diff %.3g vs naive, %.3g vs generic\n", cpu_isa_name(isa), h, w, d, d0);
+        CHECK_MSG(d <= TOL && d0 <= TOL, "isa %s: diff %g vs naive, %g vs generic", cpu_isa_name(isa), d, d0);
+        be->destroy(be);
+    }
+    unsetenv("ELANSR_CPU_ISA");
+    cpu_isa_select();
+    for (int i = 0; i < 3; i++) free(got[i]);
+    free(in), free(ref);
+    rand_model_free(&m);
+}
+
 int main(int argc, char **argv) {
     t_seed(20220606);
     if (argc > 1 && strcmp(argv[1], "--bench") == 0)
         return bench(argc > 3 ? atoi(argv[2]) : 128, argc > 3 ? atoi(argv[3]) : 128);
     test_pad();
-    test_conv();
-    test_lfe();
-    test_attention();
-    test_gmsa();
-    test_tail();
+    /* Every op and the forward on every instruction-set path this CPU runs (simd.c), best first. */
+    for (int isa = cpu_isa_best(); isa >= 0; isa--) {
+        setenv("ELANSR_CPU_ISA", cpu_isa_name(isa), 1);
+        CHECK(cpu_isa_select() == isa);
+        printf("== path %s\n", cpu_isa_name(isa));
+        test_conv();
+        test_lfe();
+        test_attention();
+        test_gmsa();
+        test_tail();
+        test_forward();
+    }
+    unsetenv("ELANSR_CPU_ISA");
+    cpu_isa_select();
     test_errors();
-    test_forward();
+    test_isa_paths_agree();
     return test_finish("test_cpu_ops");
 }

@@ -45,6 +45,7 @@ void cpu_tail(const cpu_conv *tail, int s, const float *am_w, const float *am_b,
               int Hp, int Wp, int h, int w, float *out, float *scratch, size_t sstride, int nt) {
     const int ntx = (w + CPU_TW - 1) / CPU_TW, ss = s * s;
     const long ntiles = (long)h * ntx;
+    const cpu_gemm_fn gemm = cpu_gemm_for(cpu_get_isa());
     const size_t ow = (size_t)w * s, oplane = ow * (size_t)h * s;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
     for (long t = 0; t < ntiles; t++) {
@@ -53,8 +54,8 @@ void cpu_tail(const cpu_conv *tail, int s, const float *am_w, const float *am_b,
         const int y = (int)(t / ntx), x0 = (int)(t % ntx) * CPU_TW;
         const int nvalid = w - x0 < CPU_TW ? w - x0 : CPU_TW;
         cpu_pack_tile(tail, x, ps, Hp, Wp, y, x0, xt);
-        cpu_gemm_tile(tail->cout, tail->K, tail->wt, (size_t)tail->K * CPU_MR, CPU_MR, tail->bias, xt, CPU_TW, acc,
-                      CPU_TW, CPU_TW, CPU_STORE);
+        gemm(tail->cout, tail->K, tail->wt, (size_t)tail->ldw, tail->bias, xt, CPU_TW, acc, CPU_TW, CPU_TW,
+             CPU_STORE);
         for (int i = 0; i < s; i++) {
             for (int jj = 0; jj < s; jj++) {
                 const float *a0 = acc + (size_t)(i * s + jj) * CPU_TW;

@@ -8,7 +8,8 @@
    for a tile of CPU_TW consecutive pixels of one row, the K input rows it needs (input channel, tap) are
    copied into a contiguous K x CPU_TW block (zero where the tap falls outside the image), then
    out[m][j] = bias[m] + sum_k wt[k][m] * xt[k][j] is computed with the pixels as the vector dimension and
-   3 output channels x 16 pixels kept in registers. Copying the tile costs K*16 loads per K*M*16
+   a block of output channels x 16 pixels kept in registers (3 rows in the portable kernel of conv.c, 24 with
+   AVX-512 and 6 with AVX2 in simd.c, chosen at run time). Copying the tile costs K*16 loads per K*M*16
    multiply-adds, so it is nearly free and it makes the shift, the 3x3 taps and the zero padding all the
    same code. The attention reuses the same micro-kernel for q q^T and A v (gmsa.c). */
 #ifndef ELANSR_CPU_OPS_H
@@ -24,6 +25,10 @@
 #define CPU_TW 16
 /* Output rows per register block of the micro-kernel. C, 2C and 3*s*s are all multiples of 3. */
 #define CPU_MR 3
+/* Pixels per strip of cpu_conv_apply: tiles packed and multiplied together (conv.c). */
+#ifndef CPU_STRIP
+#define CPU_STRIP 64
+#endif
 
 enum { CPU_STORE = 0, CPU_RELU = 1, CPU_ADD = 2 };
 
@@ -31,11 +36,12 @@ enum { CPU_STORE = 0, CPU_RELU = 1, CPU_ADD = 2 };
 typedef struct {
     int cin, cout;
     int K;              /* packed rows: cin * k * k */
-    float *wt;          /* panels of CPU_MR outputs: weight of (row k, output m) at
-                           wt[(m / CPU_MR) * K * CPU_MR + k * CPU_MR + m % CPU_MR]; cout padded to CPU_MR */
+    int ldw;            /* cout rounded up to CPU_MR */
+    float *wt;          /* K x ldw: weight of (row k, output m) at wt[k * ldw + m], zero beyond cout */
     float *bias;        /* cout, padded with zeros to a multiple of CPU_MR */
     int *chan;          /* K: input channel of each packed row */
     unsigned char *tap; /* K: ky*3 + kx of each packed row (4 = the pixel itself) */
+    int direct;         /* a plain 1x1 conv (every tap 4): cpu_conv_apply reads the planes without packing */
 } cpu_conv;
 
 /* From a model conv (k = 1 or 3). shift_tap (cin entries) makes a 1x1 conv a ShiftConv. name is for errors. */
@@ -49,11 +55,30 @@ size_t cpu_plane_stride(int H, int W);
 size_t cpu_conv_scratch(const cpu_conv *cv);
 
 /* ---- conv.c ---- */
-/* The micro-kernel: M output rows of one tile. Weight (k, m) at wt[(m / CPU_MR) * pstride + k * ldw + m % CPU_MR];
-   input row k at x + k * ldx (CPU_TW floats); output row m at out + m * ldo, of which the first nvalid pixels
-   are written (stored, relu'd or added, by mode). bias may be NULL. */
-void cpu_gemm_tile(int M, int K, const float *wt, size_t pstride, size_t ldw, const float *bias, const float *x,
-                   size_t ldx, float *out, size_t ldo, int nvalid, int mode);
+/* The micro-kernel: M output rows of one tile. Weight (k, m) at wt[k * ldw + m] (M <= ldw, and the weight rows
+   are readable up to a multiple of CPU_MR); input row k at x + k * ldx (CPU_TW floats); output row m at
+   out + m * ldo, of which the first nvalid pixels are written (stored, relu'd or added, by mode). bias may be
+   NULL. cpu_gemm_tile is the portable one; cpu_gemm_for gives the one of an instruction set. */
+typedef void (*cpu_gemm_fn)(int M, int K, const float *wt, size_t ldw, const float *bias, const float *x,
+                            size_t ldx, float *out, size_t ldo, int nvalid, int mode);
+void cpu_gemm_tile(int M, int K, const float *wt, size_t ldw, const float *bias, const float *x, size_t ldx,
+                   float *out, size_t ldo, int nvalid, int mode);
+
+/* ---- simd.c: run-time choice of the instruction set ---- */
+enum { CPU_ISA_GENERIC = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 };
+/* The best path this CPU runs. */
+int cpu_isa_best(void);
+/* Picks the best path, or the one ELANSR_CPU_ISA (generic|avx2|avx512) forces when the CPU can run it, makes it
+   the current one and returns it. Called at backend creation. */
+int cpu_isa_select(void);
+/* The current path (process-wide; cpu_isa_select on first use), and a way for tests to force one. */
+int cpu_get_isa(void);
+void cpu_set_isa(int isa);
+const char *cpu_isa_name(int isa);
+cpu_gemm_fn cpu_gemm_for(int isa);
+/* A kernel for two full tiles at once (x rows hold 2 * CPU_TW pixels; nvalid ignored), or NULL where the
+   one-tile kernel is as fast. */
+cpu_gemm_fn cpu_gemm2_for(int isa);
 /* Copies the tile (y, x0 .. x0+CPU_TW-1) of cv's packed rows from planar input (H x W, stride ps) to xt
    (K x CPU_TW), zero outside the image. */
 void cpu_pack_tile(const cpu_conv *cv, const float *in, size_t ps, int H, int W, int y, int x0, float *xt);

@@ -8,8 +8,11 @@
    Per window, q is gathered transposed (qt[c][t]) and v token-major (v[t][c]). Queries go 16 at a time:
    s[j][i] = q_j . q_i for all keys j (the scores are symmetric, so this is also the score row of query i laid
    out with the queries as the vector lanes), softmax down each lane, then y[c][i] = sum_j v[j][c] s[j][i].
-   Both products are cpu_gemm_tile calls, and the score block of 16 queries (at most 256 x 16 floats, 16 KiB)
-   stays in L1 instead of the window's whole 256 x 256 map.
+   Both products are calls of the micro-kernel of the current instruction set (simd.c), and the score block of
+   16 queries (at most 256 x 16 floats, 16 KiB) stays in L1 instead of the window's whole 256 x 256 map. The
+   window is instantiated once per instruction set (window_generic / _avx2 / _avx512), and with AVX-512 the
+   softmax of a block is written with intrinsics (softmax16_avx512). q is gathered by runs of w consecutive
+   pixels, the output scattered by runs of up to 16 (issue 5; docs/PERFORMANCE_CPU_NOTES.md).
 
    Reusing GMSAs recompute A from the q kept by the block's first GMSA instead of storing A. Stored, A is
    16 + 64 + 256 = 336 floats per pixel (1.3 KiB/px: 22 MB at 128x128, 0.7 GB for a 960x544 frame), which
@@ -68,6 +71,44 @@ static inline float exp_softmax(float d) {
     return p * scale;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* The softmax of one block of 16 queries with AVX-512 (s: n rows of 16 lanes, exponentiated in place; inv gets
+   1 / row sum): the same polynomial and the same flush below e^-64 as exp_softmax, but rounding by
+   roundscale and the 2^n scaling by scalef instead of integer bit tricks, ~14 instructions per 16 scores
+   instead of ~22. Results equal exp_softmax's to within an ulp or so (same polynomial; the tests bound it). */
+__attribute__((target("avx512f,avx512vl,avx512dq,fma"))) static void softmax16_avx512(float *s, int n, float *inv) {
+    __m512 mx = _mm512_loadu_ps(s);
+    for (int j = 1; j < n; j++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + (size_t)j * CPU_TW));
+    __m512 sum = _mm512_setzero_ps();
+    const __m512 lo = _mm512_set1_ps(-80.0f), l2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 c_hi = _mm512_set1_ps(0.693145751953125f), c_lo = _mm512_set1_ps(1.428606765330187045e-06f);
+    const __m512 p0 = _mm512_set1_ps(1.9875691500e-4f), p1 = _mm512_set1_ps(1.3981999507e-3f);
+    const __m512 p2 = _mm512_set1_ps(8.3334519073e-3f), p3 = _mm512_set1_ps(4.1665795894e-2f);
+    const __m512 p4 = _mm512_set1_ps(1.6666665459e-1f), p5 = _mm512_set1_ps(5.0000001201e-1f);
+    const __m512 one = _mm512_set1_ps(1.0f), nmin = _mm512_set1_ps(-92.0f);
+    for (int j = 0; j < n; j++) {
+        float *sj = s + (size_t)j * CPU_TW;
+        const __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(sj), mx), lo);
+        const __m512 nn = _mm512_roundscale_ps(_mm512_mul_ps(x, l2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(nn, c_hi, x);
+        r = _mm512_fnmadd_ps(nn, c_lo, r);
+        __m512 p = _mm512_fmadd_ps(p0, r, p1);
+        p = _mm512_fmadd_ps(p, r, p2);
+        p = _mm512_fmadd_ps(p, r, p3);
+        p = _mm512_fmadd_ps(p, r, p4);
+        p = _mm512_fmadd_ps(p, r, p5);
+        p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), one);
+        const __mmask16 keep = _mm512_cmp_ps_mask(nn, nmin, _CMP_GE_OQ);
+        const __m512 e = _mm512_maskz_scalef_ps(keep, p, nn);
+        _mm512_storeu_ps(sj, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    _mm512_storeu_ps(inv, _mm512_div_ps(one, sum));
+}
+
+#endif
+
 /* Offsets of the per-thread scratch, in floats, each a multiple of 16. */
 static size_t r16(size_t v) { return (v + 15) / 16 * 16; }
 
@@ -78,8 +119,13 @@ size_t cpu_attention_scratch(int k, int wmax) {
 
 size_t cpu_attention_iscratch(int wmax) { return r16((size_t)wmax * wmax); }
 
-static void window_attention(const float *q, int q_gs, const float *v, int v_gs, float *y, size_t ps, int H, int W,
-                             int k, int g, int w, int shifted, int wi, float *scratch, int *pix) {
+/* One window. Written once and instantiated per instruction set (always_inline into the target-attributed
+   wrappers below), so that the softmax loops over the 16 queries vectorize as one zmm with AVX-512, two ymm
+   with AVX2, and the products call that set's micro-kernel directly. */
+static inline __attribute__((always_inline)) void window_attention(const float *q, int q_gs, const float *v, int v_gs,
+                                                                   float *y, size_t ps, int H, int W, int k, int g,
+                                                                   int w, int shifted, int wi, float *scratch,
+                                                                   int *pix, cpu_gemm_fn gemm, int isa) {
     const int n = w * w, sh = shifted ? w / 2 : 0, nwx = W / w;
     const int wy = wi / nwx, wx = wi % nwx;
     float *qt = scratch, *vt = qt + r16((size_t)n * k), *s = vt + r16((size_t)n * k);
@@ -88,46 +134,95 @@ static void window_attention(const float *q, int q_gs, const float *v, int v_gs,
         const int yy = (wy * w + t / w + sh) % H, xx = (wx * w + t % w + sh) % W;
         pix[t] = yy * W + xx;
     }
+    /* Gather. q goes channel-major (qt[c][t]): a window row is w consecutive pixels of one image row (two runs
+       where a shifted window wraps around the right edge), copied run by run. v goes token-major
+       (vt[t][c]) straight through pix: copying it channel-major and transposing in L1 measured 30% slower. */
+    const int xs = wx * w + sh, run0 = xs + w <= W ? w : W - xs;
     for (int c = 0; c < k; c++) {
         const float *qp = q + (size_t)(g * q_gs + c) * ps, *vp = v + (size_t)(g * v_gs + c) * ps;
         float *qrow = qt + (size_t)c * n;
-        for (int t = 0; t < n; t++) {
-            qrow[t] = qp[pix[t]];
-            vt[(size_t)t * k + c] = vp[pix[t]];
+        for (int r = 0; r < w; r++) {
+            const size_t row = (size_t)((wy * w + r + sh) % H) * W;
+            for (int i = 0; i < run0; i++) qrow[r * w + i] = qp[row + xs + i];
+            for (int i = run0; i < w; i++) qrow[r * w + i] = qp[row + i - run0];
         }
+        for (int t = 0; t < n; t++) vt[(size_t)t * k + c] = vp[pix[t]];
     }
     for (int i0 = 0; i0 < n; i0 += CPU_TW) {
         /* s[j][i] = q_j . q_(i0+i) */
-        cpu_gemm_tile(n, k, qt, CPU_MR, (size_t)n, NULL, qt + i0, (size_t)n, s, CPU_TW, CPU_TW, CPU_STORE);
-        float mx[CPU_TW], sum[CPU_TW];
-        for (int i = 0; i < CPU_TW; i++) {
-            mx[i] = s[i];
-            sum[i] = 0.0f;
-        }
-        for (int j = 1; j < n; j++) {
-            const float *sj = s + (size_t)j * CPU_TW;
-#pragma omp simd
-            for (int i = 0; i < CPU_TW; i++) mx[i] = sj[i] > mx[i] ? sj[i] : mx[i];
-        }
-        for (int j = 0; j < n; j++) {
-            float *sj = s + (size_t)j * CPU_TW;
-#pragma omp simd
+        gemm(n, k, qt, (size_t)n, NULL, qt + i0, (size_t)n, s, CPU_TW, CPU_TW, CPU_STORE);
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (isa == CPU_ISA_AVX512) {
+            softmax16_avx512(s, n, inv);
+            gemm(k, n, vt, (size_t)k, NULL, s, CPU_TW, yt, CPU_TW, CPU_TW, CPU_STORE);
+        } else
+#endif
+        {
+            float mx[CPU_TW], sum[CPU_TW];
             for (int i = 0; i < CPU_TW; i++) {
-                const float e = exp_softmax(sj[i] - mx[i]);
-                sj[i] = e;
-                sum[i] += e;
+                mx[i] = s[i];
+                sum[i] = 0.0f;
             }
+            for (int j = 1; j < n; j++) {
+                const float *sj = s + (size_t)j * CPU_TW;
+#pragma omp simd
+                for (int i = 0; i < CPU_TW; i++) mx[i] = sj[i] > mx[i] ? sj[i] : mx[i];
+            }
+            for (int j = 0; j < n; j++) {
+                float *sj = s + (size_t)j * CPU_TW;
+#pragma omp simd
+                for (int i = 0; i < CPU_TW; i++) {
+                    const float e = exp_softmax(sj[i] - mx[i]);
+                    sj[i] = e;
+                    sum[i] += e;
+                }
+            }
+            for (int i = 0; i < CPU_TW; i++) inv[i] = 1.0f / sum[i];
+            /* yt[c][i] = sum_j v[j][c] e[j][i] */
+            gemm(k, n, vt, (size_t)k, NULL, s, CPU_TW, yt, CPU_TW, CPU_TW, CPU_STORE);
         }
-        for (int i = 0; i < CPU_TW; i++) inv[i] = 1.0f / sum[i];
-        /* yt[c][i] = sum_j v[j][c] e[j][i] */
-        cpu_gemm_tile(k, n, vt, CPU_MR, (size_t)k, NULL, s, CPU_TW, yt, CPU_TW, CPU_TW, CPU_STORE);
-        for (int c = 0; c < k; c++) {
-            float *yp = y + (size_t)(g * k + c) * ps;
-            const float *yr = yt + (size_t)c * CPU_TW;
-            for (int i = 0; i < CPU_TW; i++) yp[pix[i0 + i]] = yr[i] * inv[i];
+        /* Scatter by runs of L queries that lie in one window row: L = w when w divides 16 (4, 8, 16), 16 when
+           16 divides w, else 1. A run that is consecutive pixels (all but wrapped ones) is a vector loop. */
+        const int L = CPU_TW % w == 0 ? w : w % CPU_TW == 0 ? CPU_TW : 1;
+        for (int i = 0; i < CPU_TW; i += L) {
+            const int base = pix[i0 + i];
+            if (pix[i0 + i + L - 1] == base + L - 1) {
+                for (int c = 0; c < k; c++) {
+                    float *restrict yp = y + (size_t)(g * k + c) * ps + base;
+                    const float *restrict yr = yt + (size_t)c * CPU_TW + i;
+                    for (int l = 0; l < L; l++) yp[l] = yr[l] * inv[i + l];
+                }
+            } else {
+                for (int c = 0; c < k; c++) {
+                    float *yp = y + (size_t)(g * k + c) * ps;
+                    const float *yr = yt + (size_t)c * CPU_TW;
+                    for (int l = i; l < i + L; l++) yp[pix[i0 + l]] = yr[l] * inv[l];
+                }
+            }
         }
     }
 }
+
+typedef void (*window_fn)(const float *q, int q_gs, const float *v, int v_gs, float *y, size_t ps, int H, int W,
+                          int k, int g, int w, int shifted, int wi, float *scratch, int *pix, cpu_gemm_fn gemm);
+
+static void window_generic(const float *q, int q_gs, const float *v, int v_gs, float *y, size_t ps, int H, int W,
+                           int k, int g, int w, int shifted, int wi, float *scratch, int *pix, cpu_gemm_fn gemm) {
+    window_attention(q, q_gs, v, v_gs, y, ps, H, W, k, g, w, shifted, wi, scratch, pix, gemm, CPU_ISA_GENERIC);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void window_avx2(const float *q, int q_gs, const float *v, int v_gs,
+                                                            float *y, size_t ps, int H, int W, int k, int g, int w,
+                                                            int shifted, int wi, float *scratch, int *pix,
+                                                            cpu_gemm_fn gemm) {
+    window_attention(q, q_gs, v, v_gs, y, ps, H, W, k, g, w, shifted, wi, scratch, pix, gemm, CPU_ISA_AVX2);
+}
+__attribute__((target("avx512f,avx512vl,avx512dq,fma,prefer-vector-width=512"))) static void window_avx512(
+    const float *q, int q_gs, const float *v, int v_gs, float *y, size_t ps, int H, int W, int k, int g, int w,
+    int shifted, int wi, float *scratch, int *pix, cpu_gemm_fn gemm) {
+    window_attention(q, q_gs, v, v_gs, y, ps, H, W, k, g, w, shifted, wi, scratch, pix, gemm, CPU_ISA_AVX512);
+}
+#endif
 
 void cpu_attention(const float *q, int q_gs, const float *v, int v_gs, float *y, size_t ps, int H, int W, int k,
                    const int win[3], int shifted, float *scratch, size_t sstride, int *iscratch, size_t istride,
@@ -143,6 +238,13 @@ void cpu_attention(const float *q, int q_gs, const float *v, int v_gs, float *y,
                 order[a] = order[b];
                 order[b] = tmp;
             }
+    const int isa = cpu_get_isa();
+    const cpu_gemm_fn gemm = cpu_gemm_for(isa);
+    window_fn win_fn = window_generic;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (isa == CPU_ISA_AVX512) win_fn = window_avx512;
+    else if (isa == CPU_ISA_AVX2) win_fn = window_avx2;
+#endif
 #pragma omp parallel num_threads(nt)
     {
         float *sc = scratch + (size_t)thread_id() * sstride;
@@ -152,7 +254,7 @@ void cpu_attention(const float *q, int q_gs, const float *v, int v_gs, float *y,
             const int nwin = (H / w) * (W / w);
 #pragma omp for schedule(dynamic, w >= 16 ? 1 : 256 / (w * w)) nowait
             for (int wi = 0; wi < nwin; wi++)
-                window_attention(q, q_gs, v, v_gs, y, ps, H, W, k, g, w, shifted, wi, sc, pix);
+                win_fn(q, q_gs, v, v_gs, y, ps, H, W, k, g, w, shifted, wi, sc, pix, gemm);
         }
     }
 }
