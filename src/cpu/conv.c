@@ -15,17 +15,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 size_t cpu_plane_stride(int H, int W) {
     size_t hw;
@@ -181,7 +170,7 @@ void cpu_conv_apply(const cpu_conv *cv, const float *in, size_t ps_in, float *ou
        the result does not depend on the schedule. */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 2)
     for (long t = 0; t < nstrips; t++) {
-        float *xt = scratch + (size_t)thread_id() * sstride;
+        float *xt = scratch + (size_t)cpu_thread_id() * sstride;
         const int y = (int)(t / nsx), x0 = (int)(t % nsx) * CPU_STRIP;
         const int width = W - x0 < CPU_STRIP ? W - x0 : CPU_STRIP;
         const int wpad = (width + CPU_TW - 1) / CPU_TW * CPU_TW;

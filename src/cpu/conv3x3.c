@@ -10,17 +10,6 @@
 #include "backend.h"
 #include "cpu_ops.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 void cpu_input_pad(const float *in, int h, int w, const float *sm_w, const float *sm_b, float *out, size_t ps,
                    int Hp, int Wp, int nt) {
@@ -49,7 +38,7 @@ void cpu_tail(const cpu_conv *tail, int s, const float *am_w, const float *am_b,
     const size_t ow = (size_t)w * s, oplane = ow * (size_t)h * s;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
     for (long t = 0; t < ntiles; t++) {
-        float *xt = scratch + (size_t)thread_id() * sstride;
+        float *xt = scratch + (size_t)cpu_thread_id() * sstride;
         float *acc = xt + cpu_conv_scratch(tail);
         const int y = (int)(t / ntx), x0 = (int)(t % ntx) * CPU_TW;
         const int nvalid = w - x0 < CPU_TW ? w - x0 : CPU_TW;

@@ -121,4 +121,16 @@ void cpu_gmsa(const cpu_conv *pin, const cpu_conv *pout, int computes, float *x,
               int H, int W, int C, const int win[3], int shifted, float *scratch, size_t sstride, int *iscratch,
               size_t istride, int nt);
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+/* Index of the calling OpenMP thread (0 without OpenMP): selects the thread's slice of per-thread scratch. */
+static inline int cpu_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 #endif

@@ -27,17 +27,6 @@
 
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* e^d for the softmax, d = score - row max <= 0: 2^n e^r with n = round(d / ln 2), |r| <= ln2 / 2, e^r by
    Cephes' expf polynomial. Measured against double exp on every float in [-63, 0]: at most 8.2e-8 relative
@@ -247,8 +236,8 @@ void cpu_attention(const float *q, int q_gs, const float *v, int v_gs, float *y,
 #endif
 #pragma omp parallel num_threads(nt)
     {
-        float *sc = scratch + (size_t)thread_id() * sstride;
-        int *pix = iscratch + (size_t)thread_id() * istride;
+        float *sc = scratch + (size_t)cpu_thread_id() * sstride;
+        int *pix = iscratch + (size_t)cpu_thread_id() * istride;
         for (int o = 0; o < 3; o++) {
             const int g = order[o], w = win[g];
             const int nwin = (H / w) * (W / w);
