@@ -30,16 +30,6 @@ static elansr_params params(int device, elansr_precision prec) {
     return p;
 }
 
-static void poison(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-}
-
-static size_t count_nan(const float *x, size_t n) {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++) c += x[i] != x[i];
-    return c;
-}
-
 static float *rand_floats(size_t n, float lo, float hi) {
     float *x = naive_floats(n);
     t_fill(x, n, lo, hi);

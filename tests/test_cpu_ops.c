@@ -26,16 +26,6 @@ static elansr_params cpu_params(void) {
 
 static size_t r16(size_t v) { return (v + 15) / 16 * 16; }
 
-static void poison(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-}
-
-static size_t count_nan(const float *x, size_t n) {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++) c += x[i] != x[i];
-    return c;
-}
-
 /* C x H x W tensor -> planes of stride ps (slack zeroed), and back. */
 static float *to_planes(const float *src, int C, size_t hw, size_t ps) {
     float *p = naive_floats((size_t)C * ps);

@@ -80,6 +80,16 @@ static inline const char *t_tmp_dir(void) {
 #endif
 }
 
+/* Poison an output with NaN before a run, then count what the run left unwritten. */
+static inline void poison(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+static inline size_t count_nan(const float *x, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += x[i] != x[i];
+    return c;
+}
+
 static inline double t_max_abs_diff(const float *a, const float *b, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) {
