@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_run.sh [STAGES] — everything the GPU machine does in one call: build (sm_90 only, to save time), the full
 # CTest suite with the gpu label, Set5 eval on GPU and CPU, the accuracy report against PyTorch, and the speed
-# report beside the PyTorch peers. STAGES is a comma list of: env,build,test,eval,accuracy,bench,peers
+# report beside the PyTorch peers. STAGES is a comma list of: env,build,dev,test,eval,accuracy,bench,peers
+# (dev: the kernel checks of dev/cuda/, each against a CPU reference, with their timings)
 # (default: all but peers; `all` adds peers, whose torch.compile max-autotune takes 15-20 minutes for the four
 # shapes). Results go to $OUT (or ./out) and docs/.
 #   bash bench/gpu_run.sh all                  # everything in docs/ACCURACY.md and docs/PERFORMANCE.md
@@ -38,6 +39,10 @@ if has build; then
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DELANSR_SHARED_DIR="$SHARED" >"$OUT/cmake.log" 2>&1 &&
         cmake --build build -j 16 >>"$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }
     grep -E "warning" "$OUT/cmake.log" | head -5
+fi
+if has dev; then
+    log dev
+    bash dev/cuda/run.sh 2>&1 | tee "$OUT/dev.log"
 fi
 if has test; then
     log test

@@ -69,6 +69,47 @@ typedef struct {
     long long pixels;           /* n*Hp*Wp */
 } elan_cuda_shift_args;
 
+/* ---- lfe_fused.cu (fp16 / bf16 only) ---- */
+
+/* The whole LFE in one kernel: x += c1(shift1(relu(c0(shift0(x)) + b0))) + b1, where c0/c1 are 1x1 convs
+   (w0: [e][C], w1: [C][e], PyTorch layout, in the activation type) and shift0/shift1 move channel c by its tap
+   (ky*3 + kx: value from pixel (y + ky - 1, x + kx - 1), zero outside the padded Hp x Wp image). The relu output
+   is what shift1 zero-fills. Reads the half copy xh_in of x over each tile and a 2-pixel halo, and the fp32 x
+   of the tile; writes the new x (in place, own pixels only) and its half copy to xh_out. xh_out must not alias
+   xh_in: neighbouring tiles still read the old values. */
+typedef struct {
+    const void *xh_in;          /* act, P x C */
+    float *x;                   /* P x C, updated in place */
+    void *xh_out;               /* act, P x C */
+    const void *w0;             /* act, e x C */
+    const float *b0;            /* e */
+    const unsigned char *tap0;  /* C */
+    const void *w1;             /* act, C x e */
+    const float *b1;            /* C */
+    const unsigned char *tap1;  /* e */
+    int act;                    /* ELAN_ACT_F16 or ELAN_ACT_BF16 */
+    int C, e;
+    int n, Hp, Wp;              /* P = n*Hp*Wp; Hp, Wp multiples of 16 */
+} elan_cuda_lfe_args;
+
+/* ---- pointwise.cu (fp16 / bf16 only) ---- */
+
+/* A 1x1 conv over P pixels on tensor cores with its epilogue fused: r = in[p] . w^T + b (fp32 accumulation),
+   then either out[p] = r in the activation type (x == NULL), or x[p] += r in fp32 and, when xh is not NULL,
+   xh[p] = x[p] in the activation type (out == NULL). Rows are read and written at the given strides (elements). */
+typedef struct {
+    const void *in;             /* act, P rows of cin */
+    const void *w;              /* act, cout x cin */
+    const float *b;             /* cout */
+    void *out;                  /* act, P rows of cout, or NULL */
+    float *x;                   /* P rows of cout, or NULL */
+    void *xh;                   /* act, P rows of cout, or NULL */
+    int in_stride, out_stride, x_stride;
+    int act;
+    int cin, cout;
+    long long P;
+} elan_cuda_pw_args;
+
 /* ---- gmsa.cu ---- */
 
 /* Windowed attention of one channel group: per window of ws x ws tokens, y = softmax_rows(q q^T) v.
@@ -100,6 +141,18 @@ cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
 /* x[p][c] += b[c] over pixels*C elements (bias of a 1x1 conv whose GEMM accumulated into x with beta = 1);
    when xh is not NULL, also xh = x converted to act (fp16 saturating at +-65504). */
 cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, int act, int C, long long pixels, cudaStream_t s);
+
+/* 0 when the fused LFE kernel handles C planes with e hidden channels, else -1 (the caller falls back to
+   shift + GEMM + shift + GEMM). */
+int elan_cuda_lfe_fused_supported(int C, int e);
+/* Raises the kernel's dynamic shared-memory limit; once, at creation. */
+cudaError_t elan_cuda_lfe_fused_prepare(int C, int e, int act);
+cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStream_t s);
+
+/* 0 when the pointwise kernel handles cin -> cout, else -1. */
+int elan_cuda_pw_supported(int cin, int cout);
+cudaError_t elan_cuda_pw_prepare(int cin, int cout, int act);
+cudaError_t elan_cuda_pw(const elan_cuda_pw_args *a, cudaStream_t s);
 
 /* 0 when attention over groups of k channels with window ws is compiled in, else -1. */
 int elan_cuda_attn_supported(int k, int ws);

@@ -25,8 +25,11 @@
    widened to fp32 on load (q + bias in fp32, so the scores q.q^T, which reach the hundreds, are fp32 sums of
    fp32 products), shared memory and all the math stay fp32, and y is rounded once on store. */
 #include "cuda_common.h"
+#include "mma.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define ATTN_THREADS 256
 #define ATTN_CHUNK 16
@@ -212,6 +215,266 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
     return NULL;
 }
 
+/* ---- tensor-core attention (fp16 / bf16 modes) ----
+
+   The same windows and the same token -> pixel map, but QQ^T and AV run as mma.sync m16n8k16 (mma.h) in the
+   manner of flash attention: a CTA holds 256 tokens (1, 4 or 16 whole windows) as fp16 rows of Q and V in
+   shared memory (channels zero-padded to KP16*16, row stride +8 halves so that ldmatrix is conflict-free);
+   each of its 8 warps owns 32 query rows (two m16 tiles) and walks the keys of their window 16 at a time:
+     S (16 x 16) = Q_tile K^T          KP16 k-steps x 2 n8 tiles, keys are the window's own q rows
+     online softmax on S in registers  row max over the quad (shuffles), exp2 of pre-scaled scores
+     O (16 x 8*NV) += P V              P is S's accumulator repacked as an A fragment (no shared memory)
+   O is divided by the row sums at the end, staged through shared memory and written one token row per
+   thread. A is never stored; reusing GMSAs recompute it from the first GMSA's q, as the fp32 kernel does
+   (storing A in fp16 would cost 2*T bytes per token and group, 16x q's size for ws = 16).
+
+   Operands are fp16 in both half modes: q + bias and v + bias are formed in fp32 and rounded once to fp16,
+   which keeps 3 more mantissa bits than bf16 for the scores (q.q reaches the hundreds, and exp() turns an
+   absolute error of the score into a relative error of the weight). P in [0, 1] is fp16 as well. Scores,
+   the softmax and O accumulate in fp32. fp16 saturates at +-65504 (mma.h's pack). */
+#define ATTN_MMA_WARPS 8
+
+template <int WS, int KP16, int NV>
+struct attn_mma_shape {
+    static constexpr int T = WS * WS;
+    static constexpr int WPB = 256 / T;
+    static constexpr int ROW = KP16 * 16 + 8;   /* halves per token row in shared memory */
+    static constexpr size_t SMEM = 2 * 256 * ROW * sizeof(__half) + 256 * sizeof(long long);
+};
+
+/* One 16-key block for one m16 tile: S = Q K^T, online softmax update of (m, l, o), o += P V. */
+template <int KP16, int NV>
+static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[KP16][4], const unsigned (&kf)[KP16][4],
+                                                     const unsigned (&vf)[NV][2], float (&o)[NV][4], float (&m)[2],
+                                                     float (&l)[2]) {
+    const float L2E = 1.4426950408889634f;
+    float s[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) s[n][r] = 0.0f;
+#pragma unroll
+    for (int st = 0; st < KP16; st++) {
+        elan_mma16816<__half>(s[0], qa[st], &kf[st][0]);
+        elan_mma16816<__half>(s[1], qa[st], &kf[st][2]);
+    }
+    unsigned pa[4];
+#pragma unroll
+    for (int h = 0; h < 2; h++) { /* h = 0: row g (registers 0, 1); h = 1: row g + 8 (registers 2, 3) */
+        float bm = fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]), fmaxf(s[1][2 * h], s[1][2 * h + 1]));
+        bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
+        bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
+        const float mn = fmaxf(m[h], bm * L2E);
+        const float alpha = elan_exp2(m[h] - mn); /* 0 on the first block: m = -inf */
+        m[h] = mn;
+        const float e00 = elan_exp2(fmaf(s[0][2 * h], L2E, -mn)), e01 = elan_exp2(fmaf(s[0][2 * h + 1], L2E, -mn));
+        const float e10 = elan_exp2(fmaf(s[1][2 * h], L2E, -mn)), e11 = elan_exp2(fmaf(s[1][2 * h + 1], L2E, -mn));
+        l[h] = l[h] * alpha + ((e00 + e01) + (e10 + e11));
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            o[j][2 * h] *= alpha;
+            o[j][2 * h + 1] *= alpha;
+        }
+        pa[h] = elan_pack2<__half>(e00, e01);     /* a0 / a1: keys 2t, 2t+1 of rows g / g+8 */
+        pa[2 + h] = elan_pack2<__half>(e10, e11); /* a2 / a3: keys 8+2t, 8+2t+1 */
+    }
+#pragma unroll
+    for (int j = 0; j < NV; j++) elan_mma16816<__half>(o[j], pa, vf[j]);
+}
+
+/* K fragments (keys key0..key0+15 as B of S = Q K^T) and V fragments (the same keys as B of O = P V). */
+template <int KP16, int NV, int ROW>
+static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const __half *sv, int key0, int lane,
+                                                        unsigned (&kf)[KP16][4], unsigned (&vf)[NV][2]) {
+#pragma unroll
+    for (int st = 0; st < KP16; st++)
+        elan_ldsm_x4(kf[st], sq + (key0 + (lane & 7) + ((lane >> 4) & 1) * 8) * ROW + st * 16 + ((lane >> 3) & 1) * 8);
+    const __half *vrow = sv + (key0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + ((lane >> 4) & 1) * 8;
+#pragma unroll
+    for (int j = 0; j + 1 < NV; j += 2) {
+        unsigned r[4];
+        elan_ldsm_x4_trans(r, vrow + j * 8);
+        vf[j][0] = r[0], vf[j][1] = r[1], vf[j + 1][0] = r[2], vf[j + 1][1] = r[3];
+    }
+    if (NV % 2) elan_ldsm_x2_trans(vf[NV - 1], sv + (key0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + (NV - 1) * 8);
+}
+
+template <int WS, int KP16, int NV, typename T>
+static __global__ void __launch_bounds__(256, 2) attn_mma_kernel(elan_cuda_attn_args a, int vec4) {
+    typedef attn_mma_shape<WS, KP16, NV> S;
+    constexpr int ROW = S::ROW, KP = KP16 * 16;
+    extern __shared__ float4 smem4[];
+    __half *sq = (__half *)smem4;
+    __half *sv = sq + 256 * ROW;
+    long long *spix = (long long *)(sv + 256 * ROW);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int K = a.k;
+
+    /* load: thread tid is token tid of the CTA */
+    {
+        const int wl = tid / S::T, i = tid % S::T;
+        const int nwx = a.Wp / WS, nwy = a.Hp / WS;
+        const long long nwin = (long long)a.n * nwy * nwx;
+        const long long win = (long long)blockIdx.x * S::WPB + wl;
+        const bool live = win < nwin;
+        long long p = -1;
+        if (live) {
+            const int wx = (int)(win % nwx), wy = (int)(win / nwx % nwy);
+            const long long img = win / nwx / nwy;
+            int py = wy * WS + i / WS + a.shift, px = wx * WS + i % WS + a.shift;
+            if (py >= a.Hp) py -= a.Hp;
+            if (px >= a.Wp) px -= a.Wp;
+            p = (img * a.Hp + py) * a.Wp + px;
+        }
+        spix[tid] = p;
+        __half *qs = sq + tid * ROW, *vs = sv + tid * ROW;
+        const T *q = (const T *)a.q + (live ? p : 0) * a.q_stride, *v = (const T *)a.v + (live ? p : 0) * a.v_stride;
+        int c = 0;
+        if (vec4) {
+            /* all loads of the row first (unrolled over the compiled width, so they are in flight at once) */
+            float4 qq[KP / 4], vv[KP / 4];
+#pragma unroll
+            for (int c4 = 0; c4 < KP / 4; c4++) {
+                qq[c4] = vv[c4] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (live && 4 * c4 < K) qq[c4] = elan_ld4(q + 4 * c4), vv[c4] = elan_ld4(v + 4 * c4);
+            }
+#pragma unroll
+            for (int c4 = 0; c4 < KP / 4; c4++) {
+                if (live && 4 * c4 < K) {
+                    if (a.q_bias) {
+                        const float4 b = *(const float4 *)(a.q_bias + 4 * c4);
+                        qq[c4].x += b.x, qq[c4].y += b.y, qq[c4].z += b.z, qq[c4].w += b.w;
+                    }
+                    if (a.v_bias) {
+                        const float4 b = *(const float4 *)(a.v_bias + 4 * c4);
+                        vv[c4].x += b.x, vv[c4].y += b.y, vv[c4].z += b.z, vv[c4].w += b.w;
+                    }
+                }
+                *(uint2 *)(qs + 4 * c4) = make_uint2(elan_pack2<__half>(qq[c4].x, qq[c4].y), elan_pack2<__half>(qq[c4].z, qq[c4].w));
+                *(uint2 *)(vs + 4 * c4) = make_uint2(elan_pack2<__half>(vv[c4].x, vv[c4].y), elan_pack2<__half>(vv[c4].z, vv[c4].w));
+            }
+            c = KP;
+        } else if (live) {
+            for (; c + 1 < K; c += 2) {
+                const float q0 = elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f);
+                const float q1 = elan_to_f(q[c + 1]) + (a.q_bias ? a.q_bias[c + 1] : 0.0f);
+                *(unsigned *)(qs + c) = elan_pack2<__half>(q0, q1);
+                const float v0 = elan_to_f(v[c]) + (a.v_bias ? a.v_bias[c] : 0.0f);
+                const float v1 = elan_to_f(v[c + 1]) + (a.v_bias ? a.v_bias[c + 1] : 0.0f);
+                *(unsigned *)(vs + c) = elan_pack2<__half>(v0, v1);
+            }
+            if (c < K) {
+                *(unsigned *)(qs + c) = elan_pack2<__half>(elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f), 0.0f);
+                *(unsigned *)(vs + c) = elan_pack2<__half>(elan_to_f(v[c]) + (a.v_bias ? a.v_bias[c] : 0.0f), 0.0f);
+                c += 2;
+            }
+        }
+        for (; c < KP; c += 2) { /* zero padding (and whole rows of windows past the end) */
+            *(unsigned *)(qs + c) = 0u;
+            *(unsigned *)(vs + c) = 0u;
+        }
+    }
+    __syncthreads();
+
+    /* compute: warp owns rows 32*warp .. +31 as two m16 tiles */
+    const int row0 = warp * 32;
+    unsigned qa[2][KP16][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int st = 0; st < KP16; st++)
+            elan_ldsm_x4(qa[mt][st], sq + (row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + st * 16 +
+                                         ((lane >> 4) & 1) * 8);
+    float o[2][NV][4], m[2][2], l[2][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int j = 0; j < NV; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+    }
+    unsigned kf[KP16][4], vf[NV][2];
+    if (S::T >= 32) { /* both tiles in one window: share every K / V fragment */
+        const int kbase = row0 / S::T * S::T;
+#pragma unroll 1
+        for (int kb = 0; kb < S::T; kb += 16) {
+            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, kbase + kb, lane, kf, vf);
+            attn_mma_step<KP16, NV>(qa[0], kf, vf, o[0], m[0], l[0]);
+            attn_mma_step<KP16, NV>(qa[1], kf, vf, o[1], m[1], l[1]);
+        }
+    } else { /* ws = 4: each m16 tile is a window of its own */
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf, vf);
+            attn_mma_step<KP16, NV>(qa[mt], kf, vf, o[mt], m[mt], l[mt]);
+        }
+    }
+    __syncthreads(); /* every warp is done with the keys: sq is reused for the output */
+
+    const int g = lane >> 2, t = lane & 3;
+    T *so = (T *)sq;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float lt = l[mt][h];
+            lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+            lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+            const float inv = 1.0f / lt;
+            const int r = row0 + mt * 16 + g + 8 * h;
+#pragma unroll
+            for (int j = 0; j < NV; j++)
+                *(unsigned *)(so + r * ROW + j * 8 + 2 * t) = elan_pack2<T>(o[mt][j][2 * h] * inv, o[mt][j][2 * h + 1] * inv);
+        }
+    __syncthreads();
+
+    const long long p = spix[tid];
+    if (p < 0) return;
+    T *y = (T *)a.y + p * a.y_stride;
+    const T *src = so + tid * ROW;
+    if (vec4) {
+#pragma unroll
+        for (int c = 0; c < KP; c += 4)
+            if (c < K) *(uint2 *)(y + c) = *(const uint2 *)(src + c);
+    } else {
+        for (int c = 0; c < K; c++) y[c] = src[c];
+    }
+}
+
+typedef void (*attn_mma_fn)(elan_cuda_attn_args, int);
+
+template <int WS, int KP16, int NV>
+static attn_mma_fn attn_mma_entry(int act, size_t *smem) {
+    *smem = attn_mma_shape<WS, KP16, NV>::SMEM;
+    if (act == ELAN_ACT_F16) return attn_mma_kernel<WS, KP16, NV, __half>;
+    if (act == ELAN_ACT_BF16) return attn_mma_kernel<WS, KP16, NV, __nv_bfloat16>;
+    return NULL;
+}
+
+#define ATTN_MMA_CASE(KP16, NV)                                              \
+    if (kp16 == KP16 && nv == NV) {                                          \
+        if (ws == 4) return attn_mma_entry<4, KP16, NV>(act, smem);          \
+        if (ws == 8) return attn_mma_entry<8, KP16, NV>(act, smem);          \
+        if (ws == 16) return attn_mma_entry<16, KP16, NV>(act, smem);        \
+    }
+
+/* The tensor-core kernel covers even k <= 32 in the half modes (ELAN-light: k = 20, ws 4 / 8 / 16). The
+   environment variable ELANSR_CUDA_ATTN=simt keeps the fp32 CUDA-core kernel (comparisons, debugging). */
+static attn_mma_fn attn_mma_pick(int k, int ws, int act, size_t *smem) {
+    static int simt = -1;
+    if (simt < 0) {
+        const char *e = getenv("ELANSR_CUDA_ATTN");
+        simt = e && !strcmp(e, "simt");
+    }
+    if (simt || k < 2 || k > 32 || k % 2 || (act != ELAN_ACT_F16 && act != ELAN_ACT_BF16)) return NULL;
+    const int kp16 = (k + 15) / 16, nv = (k + 7) / 8;
+    ATTN_MMA_CASE(1, 1)
+    ATTN_MMA_CASE(1, 2)
+    ATTN_MMA_CASE(2, 3)
+    ATTN_MMA_CASE(2, 4)
+    return NULL;
+}
+
 extern "C" int elan_cuda_attn_supported(int k, int ws) {
     size_t smem;
     int wpb;
@@ -221,6 +484,8 @@ extern "C" int elan_cuda_attn_supported(int k, int ws) {
 extern "C" cudaError_t elan_cuda_attn_prepare(int k, int ws, int act) {
     size_t smem;
     int wpb;
+    attn_mma_fn fm = attn_mma_pick(k, ws, act, &smem);
+    if (fm) return cudaFuncSetAttribute(fm, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attn_fn f = attn_pick(k, ws, act, &smem, &wpb);
     if (!f) return cudaErrorInvalidValue;
     return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -231,6 +496,15 @@ static int aligned(const void *ptr, size_t to) { return ((size_t)ptr & (to - 1))
 extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s) {
     size_t smem;
     int wpb;
+    attn_mma_fn fm = attn_mma_pick(a->k, a->ws, a->act, &smem);
+    if (fm) {
+        const int vec4 = a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 &&
+                         aligned(a->q, 8) && aligned(a->v, 8) && aligned(a->y, 8) && aligned(a->q_bias, 16) &&
+                         aligned(a->v_bias, 16);
+        const long long nwin = (long long)a->n * (a->Hp / a->ws) * (a->Wp / a->ws), wpb_m = 256 / (a->ws * a->ws);
+        fm<<<(unsigned)((nwin + wpb_m - 1) / wpb_m), 256, smem, s>>>(*a, vec4);
+        return cudaGetLastError();
+    }
     attn_fn f = attn_pick(a->k, a->ws, a->act, &smem, &wpb);
     if (!f) return cudaErrorInvalidValue;
     const size_t v4 = a->act == ELAN_ACT_F32 ? 16 : 8; /* bytes of 4 elements */

@@ -1,0 +1,187 @@
+// kernel: src/cuda/gmsa.cu
+/* check_attn.cu — the windowed attention of gmsa.cu against a naive CPU softmax(q q^T) v, then timed.
+
+   Inputs are random q and v rows of the layout the backend uses (project_inp output g: per pixel 2C channels,
+   group gi's q at 2k*gi and v at 2k*gi + k), in fp16 or bf16, with a float bias. The reference works in double
+   from the same values the kernel sees (q + bias and v + bias rounded to fp16, as the tensor-core kernel does;
+   for the fp32 CUDA-core kernel, ELANSR_CUDA_ATTN=simt, they are not rounded, which only shrinks the error).
+   Errors come from P rounded to fp16 before P.V (2^-11 relative) and y rounded to the storage type, so the
+   tolerance is relative to the output's scale. Scores reach a few hundred here as in the real network, so a
+   wrong score shows up as a wrong softmax at once. */
+#include "cuda_common.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#define CK(x)                                                                                         \
+    do {                                                                                              \
+        cudaError_t e_ = (x);                                                                         \
+        if (e_ != cudaSuccess) {                                                                      \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));        \
+            exit(2);                                                                                  \
+        }                                                                                             \
+    } while (0)
+
+static unsigned rng = 12345u;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng = rng * 1664525u + 1013904223u;
+    return (float)((rng >> 8) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+template <typename T> static float h2f(T v);
+template <> float h2f<__half>(__half v) { return __half2float(v); }
+template <> float h2f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> static T f2h(float v);
+template <> __half f2h<__half>(float v) { return __float2half_rn(v); }
+template <> __nv_bfloat16 f2h<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+static float round_half(float v) { return __half2float(__float2half_rn(v)); }
+
+/* One case: n images of Hp x Wp, k channels per group, all 3 windows; computing layout (q and v from g) when
+   reuse == 0, reusing layout (q from g, v from a separate C-wide buffer) when reuse == 1. Returns failures. */
+template <typename T>
+static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int act, int time_it) {
+    const int C = 3 * k, ws_[3] = {4, 8, 16};
+    const long long P = (long long)n * Hp * Wp;
+    std::vector<T> g((size_t)P * 2 * C), t((size_t)P * C), y((size_t)P * C);
+    std::vector<float> bias(2 * C);
+    /* q ~ 4 * U(-1, 1) per channel: q.q over 20 channels reaches ~100-300, as in the trained network */
+    for (auto &v : g) v = f2h<T>(4.0f * frand());
+    for (auto &v : t) v = f2h<T>(4.0f * frand());
+    for (auto &v : bias) v = 0.5f * frand();
+    T *dg, *dt, *dy;
+    float *db;
+    CK(cudaMalloc(&dg, g.size() * sizeof(T)));
+    CK(cudaMalloc(&dt, t.size() * sizeof(T)));
+    CK(cudaMalloc(&dy, y.size() * sizeof(T)));
+    CK(cudaMalloc(&db, bias.size() * sizeof(float)));
+    CK(cudaMemcpy(dg, g.data(), g.size() * sizeof(T), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dt, t.data(), t.size() * sizeof(T), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(db, bias.data(), bias.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CK(cudaMemset(dy, 0xff, y.size() * sizeof(T))); /* NaN in both types: unwritten outputs fail */
+
+    const char *simt = getenv("ELANSR_CUDA_ATTN");
+    const int round_in = !(simt && !strcmp(simt, "simt"));
+    elan_cuda_attn_args a[3];
+    for (int gi = 0; gi < 3; gi++) {
+        CK(elan_cuda_attn_prepare(k, ws_[gi], act));
+        memset(&a[gi], 0, sizeof a[gi]);
+        a[gi].act = act;
+        a[gi].q = dg + gi * 2 * k, a[gi].q_bias = db + gi * 2 * k, a[gi].q_stride = 2 * C;
+        if (reuse)
+            a[gi].v = dt + gi * k, a[gi].v_bias = db + gi * 2 * k + k, a[gi].v_stride = C;
+        else
+            a[gi].v = dg + gi * 2 * k + k, a[gi].v_bias = db + gi * 2 * k + k, a[gi].v_stride = 2 * C;
+        a[gi].y = dy + gi * k, a[gi].y_stride = C;
+        a[gi].k = k, a[gi].ws = ws_[gi], a[gi].shift = shifted ? ws_[gi] / 2 : 0;
+        a[gi].n = n, a[gi].Hp = Hp, a[gi].Wp = Wp;
+        CK(elan_cuda_attn(&a[gi], 0));
+    }
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(y.data(), dy, y.size() * sizeof(T), cudaMemcpyDeviceToHost));
+
+    /* reference, on a sample of windows when the image is large */
+    int fails = 0;
+    double maxerr = 0.0, maxref = 0.0;
+    const double tol_abs = sizeof(T) == 2 && act == ELAN_ACT_BF16 ? 3e-2 : 8e-3, tol_rel = act == ELAN_ACT_BF16 ? 1e-2 : 3e-3;
+    for (int gi = 0; gi < 3; gi++) {
+        const int ws = ws_[gi], T2 = ws * ws, sh = shifted ? ws / 2 : 0;
+        const int nwy = Hp / ws, nwx = Wp / ws;
+        const long long nwin = (long long)n * nwy * nwx;
+        const long long step = nwin > 400 ? nwin / 397 : 1;
+        std::vector<double> q((size_t)T2 * k), v((size_t)T2 * k), s(T2);
+        std::vector<long long> pix(T2);
+        for (long long win = 0; win < nwin; win += step) {
+            const int wx = (int)(win % nwx), wy = (int)(win / nwx % nwy);
+            const long long img = win / nwx / nwy;
+            for (int i = 0; i < T2; i++) {
+                const int py = (wy * ws + i / ws + sh) % Hp, px = (wx * ws + i % ws + sh) % Wp;
+                const long long p = (img * Hp + py) * Wp + px;
+                pix[i] = p;
+                for (int c = 0; c < k; c++) {
+                    float qf = h2f(g[(size_t)p * 2 * C + gi * 2 * k + c]) + bias[gi * 2 * k + c];
+                    float vf = (reuse ? h2f(t[(size_t)p * C + gi * k + c]) : h2f(g[(size_t)p * 2 * C + gi * 2 * k + k + c])) +
+                               bias[gi * 2 * k + k + c];
+                    q[(size_t)i * k + c] = round_in ? round_half(qf) : qf;
+                    v[(size_t)i * k + c] = round_in ? round_half(vf) : vf;
+                }
+            }
+            for (int i = 0; i < T2; i++) {
+                double mx = -1e300;
+                for (int j2 = 0; j2 < T2; j2++) {
+                    double d = 0;
+                    for (int c = 0; c < k; c++) d += q[(size_t)i * k + c] * q[(size_t)j2 * k + c];
+                    s[j2] = d;
+                    mx = std::max(mx, d);
+                }
+                double l = 0;
+                for (int j2 = 0; j2 < T2; j2++) l += (s[j2] = exp(s[j2] - mx));
+                for (int c = 0; c < k; c++) {
+                    double acc = 0;
+                    for (int j2 = 0; j2 < T2; j2++) acc += s[j2] * v[(size_t)j2 * k + c];
+                    acc /= l;
+                    const double got = h2f(y[(size_t)pix[i] * C + gi * k + c]);
+                    const double err = fabs(got - acc);
+                    maxerr = std::max(maxerr, err);
+                    maxref = std::max(maxref, fabs(acc));
+                    if (!(err <= tol_abs + tol_rel * fabs(acc))) {
+                        if (fails < 5)
+                            printf("  mismatch ws %d win %lld token %d ch %d: got %g want %g\n", ws, win, i, c, got, acc);
+                        fails++;
+                    }
+                }
+            }
+        }
+    }
+    printf("%-5s n %d %4dx%-4d k %2d %s %s: max|err| %.3g (max|ref| %.3g) %s\n", act == ELAN_ACT_F16 ? "fp16" : "bf16", n,
+           Wp, Hp, k, shifted ? "shifted" : "plain  ", reuse ? "reusing  " : "computing", maxerr, maxref,
+           fails ? "FAIL" : "ok");
+
+    if (time_it && !fails) {
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        for (int gi = 0; gi < 3; gi++) {
+            std::vector<float> ms;
+            for (int it = 0; it < 60; it++) {
+                CK(cudaEventRecord(e0));
+                CK(elan_cuda_attn(&a[gi], 0));
+                CK(cudaEventRecord(e1));
+                CK(cudaEventSynchronize(e1));
+                float m;
+                CK(cudaEventElapsedTime(&m, e0, e1));
+                if (it >= 10) ms.push_back(m);
+            }
+            std::sort(ms.begin(), ms.end());
+            const double med = ms[ms.size() / 2];
+            const double flops = 4.0 * P * ws_[gi] * ws_[gi] * k; /* QQ^T and AV, 2 flops per multiply-add */
+            const double bytes = (double)P * 3 * k * sizeof(T);
+            printf("    ws %2d: median %.4f ms  %.1f TFLOP/s  %.0f GB/s\n", ws_[gi], med, flops / med * 1e-9,
+                   bytes / med * 1e-6);
+        }
+    }
+    cudaFree(dg), cudaFree(dt), cudaFree(dy), cudaFree(db);
+    return fails;
+}
+
+int main(void) {
+    int fails = 0;
+    fails += run_case<__half>(2, 32, 48, 20, 0, 0, ELAN_ACT_F16, 0);
+    fails += run_case<__half>(2, 32, 48, 20, 1, 0, ELAN_ACT_F16, 0);
+    fails += run_case<__half>(1, 48, 16, 20, 1, 1, ELAN_ACT_F16, 0);
+    fails += run_case<__nv_bfloat16>(2, 32, 48, 20, 1, 0, ELAN_ACT_BF16, 0);
+    fails += run_case<__nv_bfloat16>(1, 16, 64, 20, 0, 1, ELAN_ACT_BF16, 0);
+    fails += run_case<__half>(1, 32, 32, 10, 1, 0, ELAN_ACT_F16, 0);
+    fails += run_case<__half>(1, 32, 32, 32, 0, 1, ELAN_ACT_F16, 0);
+    fails += run_case<__half>(1, 32, 32, 6, 1, 1, ELAN_ACT_F16, 0);
+    fails += run_case<__half>(1, 544, 960, 20, 1, 0, ELAN_ACT_F16, 1);
+    fails += run_case<__half>(1, 544, 960, 20, 0, 1, ELAN_ACT_F16, 1);
+    printf(fails ? "check_attn: FAILED\n" : "check_attn: all ok\n");
+    return fails ? 1 : 0;
+}

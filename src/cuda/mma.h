@@ -1,0 +1,102 @@
+/* mma.h — the warp-level tensor-core primitives the fused kernels share: mma.sync m16n8k16 with fp32
+   accumulation (fp16 or bf16 inputs), ldmatrix, and packing two floats into one 32-bit register of halves.
+
+   Fragment layout of mma.m16n8k16 (PTX ISA, "Matrix fragments for mma.m16n8k16"), with g = lane / 4 and
+   t = lane % 4:
+     A (16 x 16, row-major): a0 = A[g][2t..2t+1], a1 = A[g+8][2t..2t+1], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]
+     B (16 x 8, "col"):      b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]
+     C/D (16 x 8, fp32):     c0, c1 = C[g][2t..2t+1], c2, c3 = C[g+8][2t..2t+1]
+   So the accumulator of two adjacent n8 tiles is, register for register, an A fragment of a following mma whose
+   k runs over those 16 columns (the flash-attention trick used in gmsa.cu), and a B operand whose k index is
+   contiguous in memory (B[k][n] = W[n][k] with W row-major, as PyTorch stores conv weights) is loaded with
+   plain ldmatrix, while one whose n index is contiguous (V[key][channel]) needs ldmatrix.trans.
+
+   Everything here needs sm_80 or newer (the backend is built for sm_80 and sm_90). */
+#ifndef ELANSR_CUDA_MMA_H
+#define ELANSR_CUDA_MMA_H
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+/* D = A * B + D; T selects the input type (__half or __nv_bfloat16). */
+template <typename T> static __device__ __forceinline__ void elan_mma16816(float d[4], const unsigned a[4], const unsigned b[2]);
+template <>
+__device__ __forceinline__ void elan_mma16816<__half>(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <>
+__device__ __forceinline__ void elan_mma16816<__nv_bfloat16>(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* D = A * B + D with k = 8 (a K remainder of 8): A (16 x 8) is a0 = A[g][2t..2t+1], a1 = A[g+8][2t..2t+1], i.e. the
+   first half of an m16n8k16 A fragment; B (8 x 8) is b0 = B[2t..2t+1][g]; C/D as for m16n8k16. */
+template <typename T> static __device__ __forceinline__ void elan_mma1688(float d[4], const unsigned a[2], unsigned b);
+template <>
+__device__ __forceinline__ void elan_mma1688<__half>(float d[4], const unsigned a[2], unsigned b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+template <>
+__device__ __forceinline__ void elan_mma1688<__nv_bfloat16>(float d[4], const unsigned a[2], unsigned b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+
+static __device__ __forceinline__ unsigned elan_smem_addr(const void *p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+
+/* ldmatrix: lane l gives the address of row (l % 8) of matrix l / 8; each 8 x 8 matrix of 16-bit elements
+   arrives as one register per lane holding row l / 4, elements 2(l % 4) and 2(l % 4) + 1 (after .trans: of the
+   transposed matrix). Rows must be 16-byte aligned. */
+static __device__ __forceinline__ void elan_ldsm_x4(unsigned r[4], const void *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(elan_smem_addr(row)));
+}
+static __device__ __forceinline__ void elan_ldsm_x2(unsigned r[2], const void *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(elan_smem_addr(row)));
+}
+static __device__ __forceinline__ void elan_ldsm_x4_trans(unsigned r[4], const void *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(elan_smem_addr(row)));
+}
+static __device__ __forceinline__ void elan_ldsm_x2_trans(unsigned r[2], const void *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(elan_smem_addr(row)));
+}
+
+/* Two floats as one register of two 16-bit values (lo in the low half), round to nearest; fp16 saturates. */
+template <typename T> static __device__ __forceinline__ unsigned elan_pack2(float lo, float hi);
+template <> __device__ __forceinline__ unsigned elan_pack2<__half>(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(fminf(fmaxf(lo, -65504.0f), 65504.0f), fminf(fmaxf(hi, -65504.0f), 65504.0f));
+    return *(const unsigned *)&h;
+}
+template <> __device__ __forceinline__ unsigned elan_pack2<__nv_bfloat16>(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *(const unsigned *)&h;
+}
+
+/* 2^x on the special-function unit (one MUFU.EX2; relative error ~2^-22, flushes denormal results to 0). */
+static __device__ __forceinline__ float elan_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+#endif
+
+#endif
