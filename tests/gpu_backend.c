@@ -156,8 +156,9 @@ static void test_checkpoint(void) {
         poison(ref, nout);
         CHECK_MSG(cpu->forward(cpu, in, n, h, w, ref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
         cpu->destroy(cpu);
-        static const elansr_precision precs[] = {ELANSR_PRECISION_FP32, ELANSR_PRECISION_DEFAULT, ELANSR_PRECISION_TF32};
-        for (int i = 0; i < 3; i++) {
+        /* DEFAULT is fp16 on a GPU: test_half checks it with the fp16 tolerances */
+        static const elansr_precision precs[] = {ELANSR_PRECISION_FP32, ELANSR_PRECISION_TF32};
+        for (int i = 0; i < 2; i++) {
             elansr_params pg = params(0, precs[i]);
             elan_backend *gpu = NULL;
             CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
@@ -167,7 +168,7 @@ static void test_checkpoint(void) {
                 size_t nan;
                 const double d = gpu_run(gpu, in, n, h, w, ref, got, nout, &nan);
                 printf("checkpoint %dx%d %s%s: max|gpu-cpu| %.3g (tolerance %g), unwritten %zu\n", h, w,
-                       precs[i] == ELANSR_PRECISION_TF32 ? "tf32" : precs[i] == ELANSR_PRECISION_FP32 ? "fp32" : "default",
+                       precs[i] == ELANSR_PRECISION_TF32 ? "tf32" : "fp32",
                        rep ? " (graph)" : "", d, tol, nan);
                 CHECK_MSG(d <= tol && nan == 0, "checkpoint precision %d: %g, %zu unwritten", (int)precs[i], d, nan);
             }
@@ -273,12 +274,25 @@ static void test_half(void) {
         poison(ref, nout);
         CHECK_MSG(cpu->forward(cpu, in, n, h, w, ref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
         cpu->destroy(cpu);
-        for (int pi = 0; pi < 2; pi++) {
-            elansr_params pg = params(0, precs[pi]);
+        /* fp16 and bf16; DEFAULT, which is fp16 on a GPU; and both with the fused kernels turned off
+           (ELANSR_CUDA_FUSED=0, read at creation), so that the unfused path stays tested */
+        static const struct {
+            elansr_precision prec, as;
+            int unfused;
+            const char *what;
+        } runs[] = {{ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 0, "checkpoint"},
+                    {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 0, "checkpoint"},
+                    {ELANSR_PRECISION_DEFAULT, ELANSR_PRECISION_FP16, 0, "checkpoint, default precision"},
+                    {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 1, "checkpoint, unfused"},
+                    {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 1, "checkpoint, unfused"}};
+        for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {
+            elansr_params pg = params(0, runs[ri].prec);
             elan_backend *gpu = NULL;
+            if (runs[ri].unfused) setenv("ELANSR_CUDA_FUSED", "0", 1);
             CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+            unsetenv("ELANSR_CUDA_FUSED");
             if (!gpu) continue;
-            half_compare(gpu, "checkpoint", precs[pi], in, n, h, w, ref, nout);
+            half_compare(gpu, runs[ri].what, runs[ri].as, in, n, h, w, ref, nout);
             gpu->destroy(gpu);
         }
     }

@@ -41,7 +41,7 @@ static void usage(FILE *f) {
             "  -t TILE      tile size in input pixels (0 = whole image; default 0)\n"
             "  -f FORMAT    output format png, jpg (folder mode: also the output extension)\n"
             "  -q QUALITY   JPEG quality 1..100 (default 95)\n"
-            "  -p PREC      precision fp32, tf32, fp16, bf16 (GPU); default: backend's default\n"
+            "  -p PREC      precision fp32, tf32, fp16, bf16 (GPU); default: fp16 on a GPU, fp32 on the CPU\n"
             "  -j THREADS   CPU threads (default: all cores)\n"
             "  -v           verbose: per-image timing\n"
             "  -h, --help   this text;  -V, --version  version\n",

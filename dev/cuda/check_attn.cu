@@ -143,6 +143,20 @@ static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int ac
            Wp, Hp, k, shifted ? "shifted" : "plain  ", reuse ? "reusing  " : "computing", maxerr, maxref,
            fails ? "FAIL" : "ok");
 
+    /* the three groups in one launch (attn3) must give the same bits as one launch per group */
+    const int wsv[3] = {4, 8, 16};
+    if (elan_cuda_attn3_supported(k, wsv, act) == 0) {
+        CK(elan_cuda_attn3_prepare(k, wsv, act));
+        std::vector<T> y3(y.size());
+        CK(cudaMemset(dy, 0xff, y.size() * sizeof(T)));
+        CK(elan_cuda_attn3(a, 0));
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(y3.data(), dy, y.size() * sizeof(T), cudaMemcpyDeviceToHost));
+        const int same = memcmp(y3.data(), y.data(), y.size() * sizeof(T)) == 0;
+        printf("    three groups in one launch: %s\n", same ? "same bits" : "DIFFERENT");
+        if (!same) fails++;
+    }
+
     if (time_it && !fails) {
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0));
@@ -164,6 +178,21 @@ static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int ac
             const double bytes = (double)P * 3 * k * sizeof(T);
             printf("    ws %2d: median %.4f ms  %.1f TFLOP/s  %.0f GB/s\n", ws_[gi], med, flops / med * 1e-9,
                    bytes / med * 1e-6);
+        }
+        if (elan_cuda_attn3_supported(k, wsv, act) == 0) {
+            std::vector<float> ms;
+            for (int it = 0; it < 60; it++) {
+                CK(cudaEventRecord(e0));
+                CK(elan_cuda_attn3(a, 0));
+                CK(cudaEventRecord(e1));
+                CK(cudaEventSynchronize(e1));
+                float m;
+                CK(cudaEventElapsedTime(&m, e0, e1));
+                if (it >= 10) ms.push_back(m);
+            }
+            std::sort(ms.begin(), ms.end());
+            const double med = ms[ms.size() / 2];
+            printf("    all 3 groups, one launch: median %.4f ms  %.0f GB/s\n", med, (double)P * 3 * C * sizeof(T) / med * 1e-6);
         }
     }
     cudaFree(dg), cudaFree(dt), cudaFree(dy), cudaFree(db);

@@ -147,6 +147,12 @@ cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, int act, int 
 int elan_cuda_lfe_fused_supported(int C, int e);
 /* Raises the kernel's dynamic shared-memory limit; once, at creation. */
 cudaError_t elan_cuda_lfe_fused_prepare(int C, int e, int act);
+/* 1 when the taps (host copies, C and e entries) let the fused kernel take its fast run path: tap0 constant
+   over each aligned run of 4 channels and tap1 over each aligned run of 8 (ELAN's shifts of 5 groups of C/5 and
+   e/5 channels qualify when C/5 % 4 == 0 and e/5 % 8 == 0, as for C = 60, e = 120); else 0, and the kernel
+   takes its generic path (any taps, correct, slower). The kernel decides by itself; this is for
+   reporting and for choosing between the fused and the unfused LFE. */
+int elan_cuda_lfe_fused_taps_ok(const unsigned char *host_taps0, int C, const unsigned char *host_taps1, int e);
 cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStream_t s);
 
 /* 0 when the pointwise kernel handles cin -> cout, else -1. */
@@ -159,6 +165,10 @@ int elan_cuda_attn_supported(int k, int ws);
 /* Raises the dynamic shared-memory limit of the attention kernel for (k, ws, act); once, at creation. */
 cudaError_t elan_cuda_attn_prepare(int k, int ws, int act);
 cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s);
+/* The three groups of a GMSA in one launch (fp16/bf16, windows exactly 4, 8, 16, same k and image): 0 / -1. */
+int elan_cuda_attn3_supported(int k, const int ws[3], int act);
+cudaError_t elan_cuda_attn3_prepare(int k, const int ws[3], int act);
+cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s);
 
 #ifdef __cplusplus
 }

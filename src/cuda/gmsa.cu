@@ -218,10 +218,10 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
 /* ---- tensor-core attention (fp16 / bf16 modes) ----
 
    The same windows and the same token -> pixel map, but QQ^T and AV run as mma.sync m16n8k16 (mma.h) in the
-   manner of flash attention: a CTA holds 256 tokens (1, 4 or 16 whole windows) as fp16 rows of Q and V in
+   manner of flash attention: a CTA holds 128 or 256 tokens (whole windows) as fp16 rows of Q and V in
    shared memory (channels zero-padded to KP16*16, row stride +8 halves so that ldmatrix is conflict-free);
-   each of its 8 warps owns 32 query rows (two m16 tiles) and walks the keys of their window 16 at a time:
-     S (16 x 16) = Q_tile K^T          KP16 k-steps x 2 n8 tiles, keys are the window's own q rows
+   each warp owns 32 query rows (two m16 tiles) and walks the keys of their window 32 at a time (16 for ws 4):
+     S (16 x 32) = Q_tile K^T          KP16 k-steps x 2 n8 tiles, keys are the window's own q rows
      online softmax on S in registers  row max over the quad (shuffles), exp2 of pre-scaled scores
      O (16 x 8*NV) += P V              P is S's accumulator repacked as an A fragment (no shared memory)
    O is divided by the row sums at the end, staged through shared memory and written one token row per
@@ -232,54 +232,70 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
    which keeps 3 more mantissa bits than bf16 for the scores (q.q reaches the hundreds, and exp() turns an
    absolute error of the score into a relative error of the weight). P in [0, 1] is fp16 as well. Scores,
    the softmax and O accumulate in fp32. fp16 saturates at +-65504 (mma.h's pack). */
-#define ATTN_MMA_WARPS 8
+/* A CTA is 256 tokens = one 16 x 16 region of the (rolled) image: 1, 4 or 16 whole windows of the group. */
+#define ATTN_TOK 256
+#define ATTN_REGION 16
 
 template <int WS, int KP16, int NV>
 struct attn_mma_shape {
     static constexpr int T = WS * WS;
-    static constexpr int WPB = 256 / T;
-    static constexpr int ROW = KP16 * 16 + 8;   /* halves per token row in shared memory */
-    static constexpr size_t SMEM = 2 * 256 * ROW * sizeof(__half) + 256 * sizeof(long long);
+    static constexpr int TOK = ATTN_TOK;          /* tokens (= threads) per CTA */
+    static constexpr int SUB = ATTN_REGION / WS;  /* windows per side of the region */
+    static constexpr int ROW = KP16 * 16 + 8;     /* halves per token row in shared memory */
+    static constexpr size_t SMEM = 2 * TOK * ROW * sizeof(__half) + TOK * sizeof(int);
 };
+#define ATTN_SMEM(KP16) (2 * ATTN_TOK * ((KP16) * 16 + 8) * sizeof(__half) + ATTN_TOK * sizeof(int))
 
-/* One 16-key block for one m16 tile: S = Q K^T, online softmax update of (m, l, o), o += P V. */
-template <int KP16, int NV>
-static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[KP16][4], const unsigned (&kf)[KP16][4],
-                                                     const unsigned (&vf)[NV][2], float (&o)[NV][4], float (&m)[2],
-                                                     float (&l)[2]) {
+/* One block of 16*KB keys (KB = 1 or 2) for one m16 tile: S = Q K^T, online softmax update of (m, o),
+   o += P V. kf[kb] / vf[kb] are the fragments of keys 16kb .. 16kb + 15 of the block. Two halves per step
+   (ws 8 and 16) halve the max/shuffle/rescale work per key against one. */
+template <int KP16, int NV, int KB>
+static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[KP16][4], const unsigned (&kf)[KB][KP16][4],
+                                                     const unsigned (&vf)[KB][NV][2], float (&o)[NV][4], float (&m)[2]) {
     const float L2E = 1.4426950408889634f;
-    float s[2][4];
+    float s[2 * KB][4]; /* n8 tile n: keys 8n .. 8n + 7 of the block */
 #pragma unroll
-    for (int n = 0; n < 2; n++)
+    for (int n = 0; n < 2 * KB; n++)
 #pragma unroll
         for (int r = 0; r < 4; r++) s[n][r] = 0.0f;
 #pragma unroll
-    for (int st = 0; st < KP16; st++) {
-        elan_mma16816<__half>(s[0], qa[st], &kf[st][0]);
-        elan_mma16816<__half>(s[1], qa[st], &kf[st][2]);
-    }
-    unsigned pa[4];
+    for (int kb = 0; kb < KB; kb++)
+#pragma unroll
+        for (int st = 0; st < KP16; st++) {
+            elan_mma16816<__half>(s[2 * kb], qa[st], &kf[kb][st][0]);
+            elan_mma16816<__half>(s[2 * kb + 1], qa[st], &kf[kb][st][2]);
+        }
+    unsigned pa[KB][4];
 #pragma unroll
     for (int h = 0; h < 2; h++) { /* h = 0: row g (registers 0, 1); h = 1: row g + 8 (registers 2, 3) */
-        float bm = fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]), fmaxf(s[1][2 * h], s[1][2 * h + 1]));
+        float bm = fmaxf(s[0][2 * h], s[0][2 * h + 1]);
+#pragma unroll
+        for (int n = 1; n < 2 * KB; n++) bm = fmaxf(bm, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
         bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
         bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
         const float mn = fmaxf(m[h], bm * L2E);
         const float alpha = elan_exp2(m[h] - mn); /* 0 on the first block: m = -inf */
         m[h] = mn;
-        const float e00 = elan_exp2(fmaf(s[0][2 * h], L2E, -mn)), e01 = elan_exp2(fmaf(s[0][2 * h + 1], L2E, -mn));
-        const float e10 = elan_exp2(fmaf(s[1][2 * h], L2E, -mn)), e11 = elan_exp2(fmaf(s[1][2 * h + 1], L2E, -mn));
-        l[h] = l[h] * alpha + ((e00 + e01) + (e10 + e11));
+        /* P = 2^(s log2 e - m): the exponent in fp32, then rounded to fp16 and exponentiated two at a time on
+           the special-function unit (ex2.approx.f16x2), which yields the A fragment of P V directly. P is fp16
+           for the mma anyway; the exponent's fp16 rounding costs at most 2^-11 relative for |exponent| < 1 (the
+           weights that matter) and 2^-8 at exponents below -16 (weights under 2^-16). Half the exp instructions
+           and no packing: this loop, not the mma, bounds ws = 16. The row sums come from the ones column of V. */
+#pragma unroll
+        for (int kb = 0; kb < KB; kb++) {
+            pa[kb][h] = elan_exp2_h2(fmaf(s[2 * kb][2 * h], L2E, -mn), fmaf(s[2 * kb][2 * h + 1], L2E, -mn));
+            pa[kb][2 + h] = elan_exp2_h2(fmaf(s[2 * kb + 1][2 * h], L2E, -mn), fmaf(s[2 * kb + 1][2 * h + 1], L2E, -mn));
+        }
 #pragma unroll
         for (int j = 0; j < NV; j++) {
             o[j][2 * h] *= alpha;
             o[j][2 * h + 1] *= alpha;
         }
-        pa[h] = elan_pack2<__half>(e00, e01);     /* a0 / a1: keys 2t, 2t+1 of rows g / g+8 */
-        pa[2 + h] = elan_pack2<__half>(e10, e11); /* a2 / a3: keys 8+2t, 8+2t+1 */
     }
 #pragma unroll
-    for (int j = 0; j < NV; j++) elan_mma16816<__half>(o[j], pa, vf[j]);
+    for (int kb = 0; kb < KB; kb++)
+#pragma unroll
+        for (int j = 0; j < NV; j++) elan_mma16816<__half>(o[j], pa[kb], vf[kb][j]);
 }
 
 /* K fragments (keys key0..key0+15 as B of S = Q K^T) and V fragments (the same keys as B of O = P V). */
@@ -299,28 +315,31 @@ static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const 
     if (NV % 2) elan_ldsm_x2_trans(vf[NV - 1], sv + (key0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + (NV - 1) * 8);
 }
 
+/* The attention of one group over region blk (raster order over the 16 x 16 regions of all n images). Token
+   (window wl of the region, position i in the window) is pixel ((wy*WS + i / WS + shift) mod Hp, ...), the
+   windows of the region taken in raster order; the regions of the three groups of one block then cover nearly
+   the same pixels (they differ by the roll only), which attn3_kernel uses. */
 template <int WS, int KP16, int NV, typename T>
-static __global__ void __launch_bounds__(256, 2) attn_mma_kernel(elan_cuda_attn_args a, int vec4) {
+static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &a, int vec4, int blk) {
     typedef attn_mma_shape<WS, KP16, NV> S;
     constexpr int ROW = S::ROW, KP = KP16 * 16;
     extern __shared__ float4 smem4[];
     __half *sq = (__half *)smem4;
-    __half *sv = sq + 256 * ROW;
-    long long *spix = (long long *)(sv + 256 * ROW);
+    __half *sv = sq + S::TOK * ROW;
+    int *spix = (int *)(sv + S::TOK * ROW);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int K = a.k;
 
     /* load: thread tid is token tid of the CTA */
     {
         const int wl = tid / S::T, i = tid % S::T;
-        const int nwx = a.Wp / WS, nwy = a.Hp / WS;
-        const long long nwin = (long long)a.n * nwy * nwx;
-        const long long win = (long long)blockIdx.x * S::WPB + wl;
-        const bool live = win < nwin;
-        long long p = -1;
+        /* 32-bit indices: the plan refuses more than 2^31 - 1 pixels */
+        const int nrx = a.Wp / ATTN_REGION, nry = a.Hp / ATTN_REGION;
+        const bool live = blk < a.n * nry * nrx;
+        int p = -1;
         if (live) {
-            const int wx = (int)(win % nwx), wy = (int)(win / nwx % nwy);
-            const long long img = win / nwx / nwy;
+            const int rx = blk % nrx, ry = blk / nrx % nry, img = blk / nrx / nry;
+            const int wx = rx * S::SUB + wl % S::SUB, wy = ry * S::SUB + wl / S::SUB;
             int py = wy * WS + i / WS + a.shift, px = wx * WS + i % WS + a.shift;
             if (py >= a.Hp) py -= a.Hp;
             if (px >= a.Wp) px -= a.Wp;
@@ -328,32 +347,47 @@ static __global__ void __launch_bounds__(256, 2) attn_mma_kernel(elan_cuda_attn_
         }
         spix[tid] = p;
         __half *qs = sq + tid * ROW, *vs = sv + tid * ROW;
-        const T *q = (const T *)a.q + (live ? p : 0) * a.q_stride, *v = (const T *)a.v + (live ? p : 0) * a.v_stride;
+        const T *q = (const T *)a.q + (size_t)(live ? p : 0) * a.q_stride;
+        const T *v = (const T *)a.v + (size_t)(live ? p : 0) * a.v_stride;
         int c = 0;
         if (vec4) {
-            /* all loads of the row first (unrolled over the compiled width, so they are in flight at once) */
-            float4 qq[KP / 4], vv[KP / 4];
+            /* Coalesced: the CTA's 2 * CH * TOK 8-byte chunks (CH = K / 4 per q row and per v row) are spread
+               over the threads chunk-major, so the lanes of a warp read the consecutive chunks of 3-4 tokens'
+               rows (a few cache lines per load instruction) instead of one chunk of 32 different rows each (32
+               lines: the L1 then spends a cycle per line, which bounded ws = 4 at ~500 GB/s). Every load is
+               issued before the first one is used. */
+            const int CH = K / 4;
+            uint2 raw[KP / 2];
+            __syncthreads(); /* spix of every token */
 #pragma unroll
-            for (int c4 = 0; c4 < KP / 4; c4++) {
-                qq[c4] = vv[c4] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                if (live && 4 * c4 < K) qq[c4] = elan_ld4(q + 4 * c4), vv[c4] = elan_ld4(v + 4 * c4);
-            }
-#pragma unroll
-            for (int c4 = 0; c4 < KP / 4; c4++) {
-                if (live && 4 * c4 < K) {
-                    if (a.q_bias) {
-                        const float4 b = *(const float4 *)(a.q_bias + 4 * c4);
-                        qq[c4].x += b.x, qq[c4].y += b.y, qq[c4].z += b.z, qq[c4].w += b.w;
-                    }
-                    if (a.v_bias) {
-                        const float4 b = *(const float4 *)(a.v_bias + 4 * c4);
-                        vv[c4].x += b.x, vv[c4].y += b.y, vv[c4].z += b.z, vv[c4].w += b.w;
-                    }
+            for (int it = 0; it < KP / 2; it++) {
+                raw[it] = make_uint2(0u, 0u);
+                const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
+                if (it < 2 * CH) {
+                    const int pt = spix[tok];
+                    const bool isv = part >= CH;
+                    const int cc = 4 * (isv ? part - CH : part);
+                    const T *src = isv ? (const T *)a.v + (size_t)pt * a.v_stride + cc : (const T *)a.q + (size_t)pt * a.q_stride + cc;
+                    if (pt >= 0) raw[it] = *(const uint2 *)src;
                 }
-                *(uint2 *)(qs + 4 * c4) = make_uint2(elan_pack2<__half>(qq[c4].x, qq[c4].y), elan_pack2<__half>(qq[c4].z, qq[c4].w));
-                *(uint2 *)(vs + 4 * c4) = make_uint2(elan_pack2<__half>(vv[c4].x, vv[c4].y), elan_pack2<__half>(vv[c4].z, vv[c4].w));
             }
-            c = KP;
+#pragma unroll
+            for (int it = 0; it < KP / 2; it++) {
+                if (it >= 2 * CH) break;
+                const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
+                const bool isv = part >= CH;
+                const int cc = 4 * (isv ? part - CH : part);
+                float4 f = elan_ld4((const T *)&raw[it]);
+                const float *bias = isv ? a.v_bias : a.q_bias;
+                if (bias) {
+                    const float4 b = *(const float4 *)(bias + cc);
+                    f.x += b.x, f.y += b.y, f.z += b.z, f.w += b.w;
+                }
+                if (spix[tok] < 0) f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                *(uint2 *)((isv ? sv : sq) + tok * ROW + cc) =
+                    make_uint2(elan_pack2<__half>(f.x, f.y), elan_pack2<__half>(f.z, f.w));
+            }
+            c = K; /* the zero padding of this thread's own rows follows */
         } else if (live) {
             for (; c + 1 < K; c += 2) {
                 const float q0 = elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f);
@@ -369,10 +403,12 @@ static __global__ void __launch_bounds__(256, 2) attn_mma_kernel(elan_cuda_attn_
                 c += 2;
             }
         }
-        for (; c < KP; c += 2) { /* zero padding (and whole rows of windows past the end) */
-            *(unsigned *)(qs + c) = 0u;
-            *(unsigned *)(vs + c) = 0u;
-        }
+        for (; c < KP; c += 2) *(unsigned *)(qs + c) = 0u; /* zero padding (and rows of windows past the end) */
+        /* V: the last of its NV * 8 columns (NV = K / 8 + 1, so that column is past K) is all ones: O's last
+           column then accumulates the softmax row sums through the same mma and the same rescaling as the
+           outputs. The columns between are zero. */
+        for (int cv = K; cv < NV * 8; cv += 2) /* K is even (attn_mma_pick) */
+            *(unsigned *)(vs + cv) = elan_pack2<__half>(0.0f, cv + 2 == NV * 8 ? 1.0f : 0.0f);
     }
     __syncthreads();
 
@@ -385,28 +421,29 @@ static __global__ void __launch_bounds__(256, 2) attn_mma_kernel(elan_cuda_attn_
         for (int st = 0; st < KP16; st++)
             elan_ldsm_x4(qa[mt][st], sq + (row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + st * 16 +
                                          ((lane >> 4) & 1) * 8);
-    float o[2][NV][4], m[2][2], l[2][2];
+    float o[2][NV][4], m[2][2];
 #pragma unroll
     for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
         for (int j = 0; j < NV; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
         m[mt][0] = m[mt][1] = -INFINITY;
-        l[mt][0] = l[mt][1] = 0.0f;
     }
-    unsigned kf[KP16][4], vf[NV][2];
-    if (S::T >= 32) { /* both tiles in one window: share every K / V fragment */
+    if (S::T >= 32) { /* both tiles in one window: share every K / V fragment; 32 keys per step */
         const int kbase = row0 / S::T * S::T;
+        unsigned kf[2][KP16][4], vf[2][NV][2];
 #pragma unroll 1
-        for (int kb = 0; kb < S::T; kb += 16) {
-            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, kbase + kb, lane, kf, vf);
-            attn_mma_step<KP16, NV>(qa[0], kf, vf, o[0], m[0], l[0]);
-            attn_mma_step<KP16, NV>(qa[1], kf, vf, o[1], m[1], l[1]);
+        for (int kb = 0; kb < S::T; kb += 32) {
+            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, kbase + kb, lane, kf[0], vf[0]);
+            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, kbase + kb + 16, lane, kf[1], vf[1]);
+            attn_mma_step<KP16, NV, 2>(qa[0], kf, vf, o[0], m[0]);
+            attn_mma_step<KP16, NV, 2>(qa[1], kf, vf, o[1], m[1]);
         }
     } else { /* ws = 4: each m16 tile is a window of its own */
+        unsigned kf[1][KP16][4], vf[1][NV][2];
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
-            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf, vf);
-            attn_mma_step<KP16, NV>(qa[mt], kf, vf, o[mt], m[mt], l[mt]);
+            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf[0], vf[0]);
+            attn_mma_step<KP16, NV, 1>(qa[mt], kf, vf, o[mt], m[mt]);
         }
     }
     __syncthreads(); /* every warp is done with the keys: sq is reused for the output */
@@ -417,9 +454,8 @@ static __global__ void __launch_bounds__(256, 2) attn_mma_kernel(elan_cuda_attn_
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            float lt = l[mt][h];
-            lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-            lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+            /* row sum: the last column of O (V's ones column), held by lane t = 3 of the quad */
+            const float lt = __shfl_sync(0xffffffffu, o[mt][NV - 1][2 * h + 1], lane | 3);
             const float inv = 1.0f / lt;
             const int r = row0 + mt * 16 + g + 8 * h;
 #pragma unroll
@@ -428,26 +464,66 @@ static __global__ void __launch_bounds__(256, 2) attn_mma_kernel(elan_cuda_attn_
         }
     __syncthreads();
 
-    const long long p = spix[tid];
-    if (p < 0) return;
-    T *y = (T *)a.y + p * a.y_stride;
-    const T *src = so + tid * ROW;
-    if (vec4) {
+    if (vec4) { /* coalesced like the loads: chunk-major over the CTA's CH * TOK 8-byte output chunks */
+        const int CH = K / 4;
 #pragma unroll
-        for (int c = 0; c < KP; c += 4)
-            if (c < K) *(uint2 *)(y + c) = *(const uint2 *)(src + c);
+        for (int it = 0; it < KP / 4; it++) {
+            if (it >= CH) break;
+            const int cidx = tid + it * S::TOK, tok = cidx / CH, cc = 4 * (cidx - tok * CH);
+            const int pt = spix[tok];
+            if (pt >= 0) *(uint2 *)((T *)a.y + (size_t)pt * a.y_stride + cc) = *(const uint2 *)(so + tok * ROW + cc);
+        }
     } else {
+        const int p = spix[tid];
+        if (p < 0) return;
+        T *y = (T *)a.y + (size_t)p * a.y_stride;
+        const T *src = so + tid * ROW;
         for (int c = 0; c < K; c++) y[c] = src[c];
     }
 }
 
+/* One group per launch (any window size that divides 16). Up to 128 registers (ws 8 / 16 hold 32-key steps). */
+template <int WS, int KP16, int NV, typename T>
+static __global__ void __launch_bounds__(ATTN_TOK, 2) attn_mma_kernel(elan_cuda_attn_args a, int vec4) {
+    attn_mma_body<WS, KP16, NV, T>(a, vec4, blockIdx.x);
+}
+
+/* The three groups of ELAN (windows 4, 8, 16) in one launch, CTAs interleaved: CTA 3r + gi does group gi of
+   region r. The CTAs in flight at any moment then read the q / v channels of all three groups of the same pixels
+   and write all three groups' y: each group alone reads 80 of a pixel's 240 bytes of g and writes 40 of its 120
+   bytes of y, which cost a third of every DRAM sector touched plus partial-sector writes (measured: one group per
+   launch moved data at ~500 GB/s); interleaved, the sectors are whole by the time they leave L2. */
+typedef struct {
+    elan_cuda_attn_args g[3];
+} attn3_args;
+
+template <int KP16, int NV, typename T>
+static __global__ void __launch_bounds__(ATTN_TOK, 2) attn3_kernel(attn3_args a, int vec4) {
+    const int gi = blockIdx.x % 3, blk = blockIdx.x / 3;
+    if (gi == 0)
+        attn_mma_body<4, KP16, NV, T>(a.g[0], vec4, blk);
+    else if (gi == 1)
+        attn_mma_body<8, KP16, NV, T>(a.g[1], vec4, blk);
+    else
+        attn_mma_body<16, KP16, NV, T>(a.g[2], vec4, blk);
+}
+
 typedef void (*attn_mma_fn)(elan_cuda_attn_args, int);
+typedef void (*attn3_fn)(attn3_args, int);
 
 template <int WS, int KP16, int NV>
 static attn_mma_fn attn_mma_entry(int act, size_t *smem) {
     *smem = attn_mma_shape<WS, KP16, NV>::SMEM;
     if (act == ELAN_ACT_F16) return attn_mma_kernel<WS, KP16, NV, __half>;
     if (act == ELAN_ACT_BF16) return attn_mma_kernel<WS, KP16, NV, __nv_bfloat16>;
+    return NULL;
+}
+
+template <int KP16, int NV>
+static attn3_fn attn3_entry(int act, size_t *smem) {
+    *smem = ATTN_SMEM(KP16);
+    if (act == ELAN_ACT_F16) return attn3_kernel<KP16, NV, __half>;
+    if (act == ELAN_ACT_BF16) return attn3_kernel<KP16, NV, __nv_bfloat16>;
     return NULL;
 }
 
@@ -467,12 +543,39 @@ static attn_mma_fn attn_mma_pick(int k, int ws, int act, size_t *smem) {
         simt = e && !strcmp(e, "simt");
     }
     if (simt || k < 2 || k > 32 || k % 2 || (act != ELAN_ACT_F16 && act != ELAN_ACT_BF16)) return NULL;
-    const int kp16 = (k + 15) / 16, nv = (k + 7) / 8;
+    const int kp16 = (k + 15) / 16, nv = k / 8 + 1; /* one column more than k: the ones column */
     ATTN_MMA_CASE(1, 1)
     ATTN_MMA_CASE(1, 2)
+    ATTN_MMA_CASE(1, 3)
     ATTN_MMA_CASE(2, 3)
     ATTN_MMA_CASE(2, 4)
+    ATTN_MMA_CASE(2, 5)
     return NULL;
+}
+
+static attn3_fn attn3_pick(int k, const int ws[3], int act, size_t *smem) {
+    size_t sm;
+    if (ws[0] != 4 || ws[1] != 8 || ws[2] != 16 || !attn_mma_pick(k, 16, act, &sm)) return NULL;
+    const int kp16 = (k + 15) / 16, nv = k / 8 + 1;
+    if (kp16 == 1 && nv == 1) return attn3_entry<1, 1>(act, smem);
+    if (kp16 == 1 && nv == 2) return attn3_entry<1, 2>(act, smem);
+    if (kp16 == 1 && nv == 3) return attn3_entry<1, 3>(act, smem);
+    if (kp16 == 2 && nv == 3) return attn3_entry<2, 3>(act, smem);
+    if (kp16 == 2 && nv == 4) return attn3_entry<2, 4>(act, smem);
+    if (kp16 == 2 && nv == 5) return attn3_entry<2, 5>(act, smem);
+    return NULL;
+}
+
+extern "C" int elan_cuda_attn3_supported(int k, const int ws[3], int act) {
+    size_t smem;
+    return attn3_pick(k, ws, act, &smem) ? 0 : -1;
+}
+
+extern "C" cudaError_t elan_cuda_attn3_prepare(int k, const int ws[3], int act) {
+    size_t smem;
+    attn3_fn f = attn3_pick(k, ws, act, &smem);
+    if (!f) return cudaErrorInvalidValue;
+    return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
 extern "C" int elan_cuda_attn_supported(int k, int ws) {
@@ -501,8 +604,8 @@ extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t
         const int vec4 = a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 &&
                          aligned(a->q, 8) && aligned(a->v, 8) && aligned(a->y, 8) && aligned(a->q_bias, 16) &&
                          aligned(a->v_bias, 16);
-        const long long nwin = (long long)a->n * (a->Hp / a->ws) * (a->Wp / a->ws), wpb_m = 256 / (a->ws * a->ws);
-        fm<<<(unsigned)((nwin + wpb_m - 1) / wpb_m), 256, smem, s>>>(*a, vec4);
+        const long long regions = (long long)a->n * (a->Hp / ATTN_REGION) * (a->Wp / ATTN_REGION);
+        fm<<<(unsigned)regions, ATTN_TOK, smem, s>>>(*a, vec4);
         return cudaGetLastError();
     }
     attn_fn f = attn_pick(a->k, a->ws, a->act, &smem, &wpb);
@@ -513,5 +616,25 @@ extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t
                      aligned(a->v_bias, 16);
     const long long nwin = (long long)a->n * (a->Hp / a->ws) * (a->Wp / a->ws);
     f<<<(unsigned)((nwin + wpb - 1) / wpb), ATTN_THREADS, smem, s>>>(*a, vec4);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s) {
+    size_t smem;
+    const int ws[3] = {a[0].ws, a[1].ws, a[2].ws};
+    attn3_fn f = attn3_pick(a[0].k, ws, a[0].act, &smem);
+    if (!f) return cudaErrorInvalidValue;
+    attn3_args g;
+    int vec4 = 1;
+    for (int i = 0; i < 3; i++) {
+        if (a[i].k != a[0].k || a[i].act != a[0].act || a[i].n != a[0].n || a[i].Hp != a[0].Hp || a[i].Wp != a[0].Wp)
+            return cudaErrorInvalidValue;
+        vec4 = vec4 && a[i].k % 4 == 0 && a[i].q_stride % 4 == 0 && a[i].v_stride % 4 == 0 && a[i].y_stride % 4 == 0 &&
+               aligned(a[i].q, 8) && aligned(a[i].v, 8) && aligned(a[i].y, 8) && aligned(a[i].q_bias, 16) &&
+               aligned(a[i].v_bias, 16);
+        g.g[i] = a[i];
+    }
+    const long long regions = (long long)a[0].n * (a[0].Hp / ATTN_REGION) * (a[0].Wp / ATTN_REGION);
+    f<<<(unsigned)(3 * regions), ATTN_TOK, smem, s>>>(g, vec4);
     return cudaGetLastError();
 }

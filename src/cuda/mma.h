@@ -23,14 +23,14 @@
 template <typename T> static __device__ __forceinline__ void elan_mma16816(float d[4], const unsigned a[4], const unsigned b[2]);
 template <>
 __device__ __forceinline__ void elan_mma16816<__half>(float d[4], const unsigned a[4], const unsigned b[2]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 template <>
 __device__ __forceinline__ void elan_mma16816<__nv_bfloat16>(float d[4], const unsigned a[4], const unsigned b[2]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
@@ -41,13 +41,13 @@ __device__ __forceinline__ void elan_mma16816<__nv_bfloat16>(float d[4], const u
 template <typename T> static __device__ __forceinline__ void elan_mma1688(float d[4], const unsigned a[2], unsigned b);
 template <>
 __device__ __forceinline__ void elan_mma1688<__half>(float d[4], const unsigned a[2], unsigned b) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(b));
 }
 template <>
 __device__ __forceinline__ void elan_mma1688<__nv_bfloat16>(float d[4], const unsigned a[2], unsigned b) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(b));
 }
@@ -91,11 +91,60 @@ template <> __device__ __forceinline__ unsigned elan_pack2<__nv_bfloat16>(float 
     return *(const unsigned *)&h;
 }
 
+/* 2^lo, 2^hi rounded to fp16 and exponentiated in fp16 on the special-function unit (one MUFU.EX2 for both),
+   as one register of two halves (lo in the low half): an A fragment element pair. */
+static __device__ __forceinline__ unsigned elan_exp2_h2(float lo, float hi) {
+    unsigned y; /* cvt.rn.f16x2.f32 d, a, b puts a in the upper half */
+    asm("{\n .reg .b32 t;\n cvt.rn.f16x2.f32 t, %2, %1;\n ex2.approx.f16x2 %0, t;\n}\n" : "=r"(y) : "f"(lo), "f"(hi));
+    return y;
+}
+
 /* 2^x on the special-function unit (one MUFU.EX2; relative error ~2^-22, flushes denormal results to 0). */
 static __device__ __forceinline__ float elan_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
+}
+/* Two floats as two 16-bit values in one register (lo in the low half), round to nearest, in one cvt:
+   elan_pack2_out rounds exactly as elan_from_f of cuda_common.h (fp16: +-inf and overflow saturate to +-65504,
+   NaN stays NaN; bf16: plain rounding), elan_pack2_relu first clamps negatives to 0 (.relu; a NaN input gives
+   NaN there, not 0). */
+template <typename T> static __device__ __forceinline__ unsigned elan_pack2_out(float lo, float hi);
+template <> __device__ __forceinline__ unsigned elan_pack2_out<__half>(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ unsigned elan_pack2_out<__nv_bfloat16>(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <typename T> static __device__ __forceinline__ unsigned elan_pack2_relu(float lo, float hi);
+template <> __device__ __forceinline__ unsigned elan_pack2_relu<__half>(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.relu.satfinite.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ unsigned elan_pack2_relu<__nv_bfloat16>(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* cp.async of 8 bytes global -> shared; bytes = 0 writes 8 zero bytes and reads nothing. commit / wait_all close
+   and drain the groups. */
+static __device__ __forceinline__ void elan_cp_async8(void *dst, const void *src, unsigned bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(elan_smem_addr(dst)),
+                 "l"((unsigned long long)__cvta_generic_to_global(src)), "r"(bytes)
+                 : "memory");
+}
+static __device__ __forceinline__ void elan_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+static __device__ __forceinline__ void elan_cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+/* Hint: bring the 128-byte line holding p into L2 (no register, no wait). */
+static __device__ __forceinline__ void elan_prefetch_l2(const void *p) {
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"((unsigned long long)__cvta_generic_to_global(p)));
 }
 #endif
 

@@ -1,0 +1,649 @@
+/* lfe_fused.cu — the whole LFE block in one kernel (fp16 / bf16 modes), on tensor cores:
+
+     s0[p][c] = xh_in[p + d(tap0[c])][c]                 (0 outside the padded image)
+     h[p][j]  = relu(b0[j] + sum_c w0[j][c] s0[p][c])     rounded to T
+     s1[p][j] = h[p + d(tap1[j])][j]                     (0 outside the padded image)
+     x[p][c] += b1[c] + sum_j w1[c][j] s1[p][j]           fp32, in place;  xh_out[p][c] = T(x[p][c])
+
+   with d(tap) = (tap / 3 - 1, tap % 3 - 1) (a tap past 8 is read as 8). The unfused path moves s0, the first
+   GEMM's output and s1 through global memory (C + 2e halves per pixel, each written and read back); here they
+   live in shared memory only, and the kernel's traffic is what LFE must touch: xh_in (plus a halo, mostly from
+   L2), x read and written (streaming cache hints), xh_out written.
+
+   Shape. A CTA (256 threads, 8 warps) owns an output tile of 8 x 16 pixels of one image. The hidden h is needed
+   on the tile plus a 1-pixel halo (10 x 18 = 180 pixels), the input on the tile plus a 2-pixel halo (12 x 20).
+   The grid is persistent: 2 CTAs per SM on sm_90 (110 KB of shared memory each for C = 60, e = 120; 1 on an A100,
+   whose SM has 164 KB; registers capped at 128 by __launch_bounds__) loop over the tiles (consecutive tile
+   indices are neighbours, so the CTAs in flight work on one band of the image and the halos come from L2), and
+   load the weights once.
+
+   Two paths, chosen per launch inside the kernel (every CTA reads the same taps, so all take the same one):
+
+   Run path, when every aligned run of 4 channels of tap0 and every aligned run of 8 channels of tap1 shares
+   one tap (ELAN: 5 groups of C/5 = 12 and e/5 = 24 channels; elan_cuda_lfe_fused_taps_ok says it on the host).
+   The shifts then cost nothing in the GEMM loops, whose A fragments are plain ldmatrix:
+     1. S0: s0 of the 180 hidden pixels, staged already shifted: cp.async of 8-byte pieces (4 channels, one
+        tap) from xh_in[pixel + d][c..c+3], zero-fill for a source outside the image. Row stride XS halves (C
+        padded to a multiple of 16 with zero channels, stride an odd multiple of 16 bytes). Issued for the
+        next tile right after GEMM1 of this one, so it overlaps GEMM2; at the top of each tile the next
+        tile's input window and x rows are also prefetched into L2, so both arrive from L2 a tile later.
+     2. GEMM1 (M = 180 hidden pixels in 12 m16 tiles, N = e, K = C padded to 16): warp w takes the m16 tiles
+        w/2, w/2 + 4, w/2 + 8 and the half (w % 2) of the n8 tiles (e padded to 32 with zero weights; an n8
+        tile wholly in that padding is skipped). A: ldmatrix x4 from S0 (lane l points at row l % 16, k half
+        l / 16; rows past 180 are clamped to row 179, their results never stored). B: ldmatrix from w0 in
+        shared memory ([n][k], k contiguous: B[k][n] = w0[n][k]). The accumulators start at b0; epilogue: one
+        cvt per pair does relu and the rounding to T (fp16 saturating), 0 for hidden pixels outside the
+        image (the zero fill of shift1), 32-bit stores to the hidden tile H (180 rows, stride HS halves).
+     3. each lane loads its x values of the tile (float2, streaming hint) straight into GEMM2's accumulators
+        (c0, c1 / c2, c3 are channels 2t, 2t+1 of pixels g / g+8), before the barrier, so that their latency
+        (an L2 hit, prefetched a tile ago) hides behind it and the staging; b1 is added to them. (Loading them
+        before GEMM1 would hide more but holds 32 more registers across it: spills at 128.)
+     4. barrier; GEMM2 (M = 128 tile pixels, N = C, K = e): warp w takes tile row w (one m16 tile) and all n8
+        tiles. A: ldmatrix x4 straight from H, with the shift in the row address: lane l reads pixel l % 16 of
+        the tile row, channels of the 8-run r = 2 kc + l / 16, at H[pixel + d(tap1 of run r)][8r] (a table of
+        one offset per run); a K remainder of 8 (e = 120) runs as m16n8k8 with ldmatrix x2. B: ldmatrix from
+        w1 in shared memory.
+     5. epilogue straight from the accumulators (now x + b1 + GEMM2): float2 stores of x and 32-bit stores of
+        xh_out (one cvt per pair, rounding exactly as elan_from_f); the 4 lanes of a quad cover 32 contiguous
+        bytes of a pixel.
+
+   Generic path, for any taps (kept for other masks; slower: 8 scalar loads per lane and k16 step): X holds the raw 12 x 20
+   input tile (cp.async, 8-byte pieces, zero-fill outside the image), and the shifts are applied while
+   building the A fragments: each lane loads its 8 halves one by one at (pixel of its row) + off0[c], where the
+   table off0[c] = (dy*20 + dx)*XS + c folds channel c's tap into a shared-memory offset (GEMM1), and from H
+   through off1[j] = (dy*18 + dx)*HS + j (GEMM2). Same work split, biases added in the epilogues, x loaded
+   into registers before GEMM2 and added in the epilogue, no L2 prefetch.
+
+   Bank conflicts: row strides XS and HS are odd multiples of 8 halves (4 mod 8 words). ldmatrix reads 8 rows
+   of 16 bytes, here always 8 consecutive rows of w0, w1 or S0, or (GEMM2 A of the run path) 8 consecutive
+   pixels of one hidden row of H, all shifted by the same run's tap: conflict-free. So are the H stores of
+   GEMM1 (lane (g, t): bank 4*odd*g + t + const). Generic gathers: lane
+   (g, t) hits bank 4*odd*(pixel) + t + const (mod 32), conflict-free except where an m16 tile of GEMM1 wraps
+   from one hidden row to the next (it skips 2 pixels of X there, and 2 lanes can share a bank).
+
+   Compiled shapes (template on C and e, so every loop bound, fragment count and smem offset is a constant):
+   (60, 120) is ELAN-light; (32, 64), (48, 96), (64, 128) are the other e = 2C shapes up to 64 planes. Needs C % 4
+   == 0 (8-byte pieces of a pixel row) and e % 8 == 0. T is __half or __nv_bfloat16; all sums are fp32. */
+#include "cuda_common.h"
+#include "mma.h"
+
+#include <limits.h>
+
+#define LFE_THREADS 256
+#define LFE_TH 8  /* tile rows: one per warp in GEMM2 */
+#define LFE_TW 16 /* tile columns: one m16 tile per tile row */
+
+/* Smallest row stride >= k halves that is an odd multiple of 8 halves (16 bytes): rows 16-byte aligned for
+   ldmatrix and cp.async, consecutive rows 4 banks apart (mod 32). */
+static constexpr int lfe_stride(int k) { return ((k + 7) / 8 % 2) ? (k + 7) / 8 * 8 : (k + 7) / 8 * 8 + 8; }
+
+template <int C, int E>
+struct lfe_shape {
+    static constexpr int HW = LFE_TW + 2, HH = LFE_TH + 2, NH = HW * HH; /* hidden tile: 18 x 10 = 180 */
+    static constexpr int XW = LFE_TW + 4, XH = LFE_TH + 4, NX = XW * XH; /* input tile: 20 x 12 = 240 */
+    static constexpr int K1 = (C + 15) / 16 * 16;                         /* GEMM1 K (zero-padded) */
+    static constexpr int XS = lfe_stride(K1);                             /* X / S0 and w0 row stride */
+    static constexpr int MT1 = (NH + 15) / 16;                            /* GEMM1 m16 tiles */
+    static constexpr int NT1 = E / 8;                                     /* GEMM1 n8 tiles */
+    static constexpr int NTH = (NT1 + 3) / 4 * 2;                         /* n8 tiles per warp (even) */
+    static constexpr int HS = lfe_stride(E);                              /* H and w1 row stride */
+    static constexpr int KC2 = E / 16, KT2 = E % 16;                      /* GEMM2: k16 steps, remainder */
+    static constexpr int NT2 = (C + 7) / 8 + ((C + 7) / 8) % 2;           /* GEMM2 n8 tiles (even) */
+    static constexpr int PPP = C / 4;                                     /* 8-byte pieces per pixel */
+    static constexpr int R1 = E / 8;                                      /* 8-channel runs of h */
+    /* shared memory, bytes */
+    static constexpr size_t W0 = 0;                                       /* 2*NTH*8 rows x XS */
+    static constexpr size_t W1 = W0 + (size_t)2 * NTH * 8 * XS * 2;       /* NT2*8 rows x HS */
+    static constexpr size_t X = W1 + (size_t)NT2 * 8 * HS * 2;            /* NX rows x XS (run path: S0, NH rows) */
+    static constexpr size_t H = X + (size_t)NX * XS * 2;                  /* NH rows x HS */
+    static constexpr size_t O0 = H + (size_t)NH * HS * 2;                 /* int[K1]: generic GEMM1 offsets */
+    static constexpr size_t O1 = O0 + (size_t)K1 * 4;                     /* int[E]: generic GEMM2 offsets */
+    static constexpr size_t D0 = O1 + (size_t)E * 4;                      /* int2[PPP]: run path, (dy, dx) of piece */
+    static constexpr size_t D1 = D0 + ((size_t)PPP * 8 + 15) / 16 * 16;   /* int[R1]: run path, offset of run */
+    static constexpr size_t B0 = D1 + ((size_t)R1 * 4 + 15) / 16 * 16;    /* float[2*NTH*8] */
+    static constexpr size_t B1 = B0 + (size_t)2 * NTH * 8 * 4;            /* float[NT2*8] */
+    static constexpr size_t SMEM = B1 + (size_t)NT2 * 8 * 4;
+    static_assert(C % 4 == 0 && C <= 64 && E % 8 == 0 && E <= 128, "unsupported LFE shape");
+    static_assert(W1 % 16 == 0 && X % 16 == 0 && H % 16 == 0 && O0 % 16 == 0 && O1 % 16 == 0 && D0 % 16 == 0 &&
+                      D1 % 16 == 0 && B0 % 16 == 0 && B1 % 16 == 0,
+                  "shared-memory regions must stay 16-byte aligned");
+    static_assert(LFE_TH == LFE_THREADS / 32 && LFE_TW == 16, "GEMM2 gives one tile row (one m16 tile) to each warp");
+    static_assert(NH <= NX && MT1 == 3 * (LFE_THREADS / 64), "GEMM1 gives 3 m16 tiles to each warp");
+};
+
+/* ---- small device helpers ---- */
+
+static __device__ __forceinline__ unsigned lfe_pk(unsigned short lo, unsigned short hi) {
+    return (unsigned)lo | ((unsigned)hi << 16);
+}
+static __device__ __forceinline__ int lfe_tap(unsigned char tp) { return tp < 8 ? (int)tp : 8; }
+
+/* Position of a tile: image, top row, left column. */
+struct lfe_tile {
+    int img, y0, x0;
+};
+static __device__ __forceinline__ lfe_tile lfe_tile_at(int tile, int tiles_x, int tiles_img) {
+    lfe_tile r;
+    r.img = tile / tiles_img;
+    const int i = tile - r.img * tiles_img;
+    r.y0 = i / tiles_x * LFE_TH;
+    r.x0 = (i - i / tiles_x * tiles_x) * LFE_TW;
+    return r;
+}
+
+/* Generic path, step 1: issue the cp.async of the input tile (rows y0-2 .. y0+9, columns x0-2 .. x0+17) into
+   xs. Channels C..K1-1 of each row are never written here (zeroed once at the start). */
+template <int C, int E>
+static __device__ __forceinline__ void lfe_stage(const unsigned short *xh, unsigned short *xs, lfe_tile tl, int Hp,
+                                                 int Wp) {
+    typedef lfe_shape<C, E> S;
+    for (int i = threadIdx.x; i < S::NX * S::PPP; i += LFE_THREADS) {
+        const int px = i / S::PPP, k = i - px * S::PPP;
+        const int yy = px / S::XW, xx = px - yy * S::XW;
+        const int gy = tl.y0 - 2 + yy, gx = tl.x0 - 2 + xx;
+        const bool in = gy >= 0 && gy < Hp && gx >= 0 && gx < Wp;
+        const unsigned short *src = in ? xh + (((long long)tl.img * Hp + gy) * Wp + gx) * C + 4 * k : xh;
+        elan_cp_async8(xs + px * S::XS + 4 * k, src, in ? 8u : 0u);
+    }
+    elan_cp_async_commit();
+}
+
+/* Run path, step 1: issue the cp.async of s0 on the 180 hidden pixels (rows y0-1 .. y0+8, columns x0-1 ..
+   x0+16): piece k (channels 4k..4k+3) of hidden pixel q comes from pixel q + d0[k]. */
+template <int C, int E>
+static __device__ __forceinline__ void lfe_stage_runs(const unsigned short *xh, unsigned short *s0, const int2 *d0,
+                                                      lfe_tile tl, int Hp, int Wp) {
+    typedef lfe_shape<C, E> S;
+    for (int i = threadIdx.x; i < S::NH * S::PPP; i += LFE_THREADS) {
+        const int q = i / S::PPP, k = i - q * S::PPP;
+        const int hy = q / S::HW, hx = q - hy * S::HW;
+        const int2 d = d0[k];
+        const int gy = tl.y0 - 1 + hy + d.x, gx = tl.x0 - 1 + hx + d.y;
+        const bool in = gy >= 0 && gy < Hp && gx >= 0 && gx < Wp;
+        const unsigned short *src = in ? xh + (((long long)tl.img * Hp + gy) * Wp + gx) * C + 4 * k : xh;
+        elan_cp_async8(s0 + q * S::XS + 4 * k, src, in ? 8u : 0u);
+    }
+    elan_cp_async_commit();
+}
+
+/* Run path: L2 prefetch of what tile tl will read (its input window, rows y0-2 .. y0+9 and columns x0-2 ..
+   x0+17 clipped to the image, and its x rows), one 128-byte line per thread and request. */
+template <int C, int E>
+static __device__ __forceinline__ void lfe_prefetch(const unsigned short *xh, const float *x, lfe_tile tl, int Hp,
+                                                    int Wp) {
+    typedef lfe_shape<C, E> S;
+    constexpr int XL = (S::XW * C * 2 + 127) / 128 + 1; /* lines touched by one window row, at most */
+    constexpr int FL = (LFE_TW * C * 4 + 127) / 128 + 1; /* lines touched by one x row of the tile, at most */
+    const int tid = threadIdx.x;
+    const int xa = max(tl.x0 - 2, 0), xb = min(tl.x0 + LFE_TW + 2, Wp);
+    for (int i = tid; i < S::XH * XL; i += LFE_THREADS) {
+        const int r = i / XL, l = i - r * XL, gy = tl.y0 - 2 + r;
+        if (gy >= 0 && gy < Hp) {
+            const char *row = (const char *)(xh + (((long long)tl.img * Hp + gy) * Wp + xa) * C);
+            elan_prefetch_l2(row + min(l * 128, (xb - xa) * C * 2 - 1));
+        }
+    }
+    for (int i = tid; i < LFE_TH * FL; i += LFE_THREADS) {
+        const int r = i / FL, l = i - r * FL;
+        const char *row = (const char *)(x + (((long long)tl.img * Hp + tl.y0 + r) * Wp + tl.x0) * C);
+        elan_prefetch_l2(row + min(l * 128, LFE_TW * C * 4 - 1));
+    }
+}
+
+/* The run path's tile loop (see the opening comment, steps 1-5). The first tile's S0 is already in flight. */
+template <typename T, int C, int E>
+static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a, unsigned char *smem) {
+    typedef lfe_shape<C, E> S;
+    const unsigned short *w0s = (const unsigned short *)(smem + S::W0);
+    const unsigned short *w1s = (const unsigned short *)(smem + S::W1);
+    unsigned short *s0 = (unsigned short *)(smem + S::X);
+    unsigned short *hs = (unsigned short *)(smem + S::H);
+    const int2 *d0 = (const int2 *)(smem + S::D0);
+    const int *d1 = (const int *)(smem + S::D1);
+    const float *b0s = (const float *)(smem + S::B0);
+    const float *b1s = (const float *)(smem + S::B1);
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int Hp = a.Hp, Wp = a.Wp;
+    const int tiles_x = Wp / LFE_TW, tiles_img = Hp / LFE_TH * tiles_x, ntiles = a.n * tiles_img;
+    const unsigned short *xh = (const unsigned short *)a.xh_in;
+
+    const int nh = warp & 1;                            /* GEMM1: which half of the n8 tiles */
+    const int nv1 = min(S::NTH, S::NT1 - nh * S::NTH); /* n8 tiles of that half not wholly padding */
+    const unsigned short *w0h = w0s + nh * S::NTH * 8 * S::XS;
+    const int arow = lane & 15, akh = lane >> 4; /* A by ldmatrix x4: row arow of the m16 tile, k half akh */
+    /* B by ldmatrix x4, matrices (n8 tile 2np, k lo), (2np, k hi), (2np + 1, k lo), (2np + 1, k hi) */
+    const int bo0 = ((lane >> 4) * 8 + (lane & 7)) * S::XS + ((lane >> 3) & 1) * 8;
+    const int bo1 = ((lane >> 4) * 8 + (lane & 7)) * S::HS + ((lane >> 3) & 1) * 8;
+
+#pragma unroll 1
+    for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+        const lfe_tile tl = lfe_tile_at(tile, tiles_x, tiles_img);
+        const bool more = tile + (int)gridDim.x < ntiles;
+        elan_cp_async_wait_all();
+        __syncthreads(); /* S0 of this tile (and, the first time, weights and tables) visible; GEMM2 of the last
+                            tile is done with H */
+        if (more) lfe_prefetch<C, E>(xh, a.x, lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), Hp, Wp);
+
+        /* ---- GEMM1: H = relu(S0 w0^T + b0) on the 180 hidden pixels ---- */
+#pragma unroll 1
+        for (int mt = warp >> 1; mt < S::MT1; mt += LFE_THREADS / 64) {
+            const unsigned short *pa = s0 + min(mt * 16 + arow, S::NH - 1) * S::XS + akh * 8;
+            float acc[S::NTH][4];
+#pragma unroll
+            for (int j = 0; j < S::NTH; j++) {
+                const float2 bb = *(const float2 *)(b0s + (nh * S::NTH + j) * 8 + 2 * t);
+                acc[j][0] = acc[j][2] = bb.x;
+                acc[j][1] = acc[j][3] = bb.y;
+            }
+#pragma unroll
+            for (int kc = 0; kc < S::K1 / 16; kc++) {
+                unsigned af[4];
+                elan_ldsm_x4(af, pa + kc * 16);
+#pragma unroll
+                for (int np = 0; np < S::NTH / 2; np++) {
+                    if (2 * np < S::NT1 - S::NTH || 2 * np < nv1) {
+                        unsigned bf[4];
+                        elan_ldsm_x4(bf, w0h + np * 16 * S::XS + bo0 + kc * 16);
+                        elan_mma16816<T>(acc[2 * np], af, bf);
+                        if (2 * np + 1 < S::NT1 - S::NTH || 2 * np + 1 < nv1)
+                            elan_mma16816<T>(acc[2 * np + 1], af, bf + 2);
+                    }
+                }
+            }
+            /* hidden pixels outside the image are the zero fill of shift1 */
+            const int q0 = mt * 16 + g, q1 = q0 + 8;
+            bool ina, inb;
+            {
+                const int hya = q0 / S::HW, hyb = q1 / S::HW;
+                const int gya = tl.y0 - 1 + hya, gxa = tl.x0 - 1 + (q0 - hya * S::HW);
+                const int gyb = tl.y0 - 1 + hyb, gxb = tl.x0 - 1 + (q1 - hyb * S::HW);
+                ina = gya >= 0 && gya < Hp && gxa >= 0 && gxa < Wp;
+                inb = gyb >= 0 && gyb < Hp && gxb >= 0 && gxb < Wp;
+            }
+#pragma unroll
+            for (int j = 0; j < S::NTH; j++) {
+                const int n = (nh * S::NTH + j) * 8 + 2 * t;
+                if (n < E) { /* n even and E % 8 == 0: n + 1 < E too */
+                    if (q0 < S::NH)
+                        *(unsigned *)(hs + q0 * S::HS + n) = ina ? elan_pack2_relu<T>(acc[j][0], acc[j][1]) : 0u;
+                    if (q1 < S::NH)
+                        *(unsigned *)(hs + q1 * S::HS + n) = inb ? elan_pack2_relu<T>(acc[j][2], acc[j][3]) : 0u;
+                }
+            }
+        }
+        /* GEMM2's accumulators start at x + b1 of tile row `warp`, pixels x0+g (c0, c1) and x0+g+8 (c2, c3):
+           the x loads are issued before the barrier, so their latency (an L2 hit: prefetched a tile ago) hides
+           behind it and the staging */
+        const long long p0 = ((long long)tl.img * Hp + tl.y0 + warp) * Wp + tl.x0 + g, p1 = p0 + 8;
+        float *x0 = a.x + p0 * C, *x1 = a.x + p1 * C;
+        float acc2[S::NT2][4];
+#pragma unroll
+        for (int nt = 0; nt < S::NT2; nt++) {
+            const int c = nt * 8 + 2 * t;
+            if (c < C) { /* c even and C even: c + 1 < C too */
+                const float2 r0 = __ldcs((const float2 *)(x0 + c)), r1 = __ldcs((const float2 *)(x1 + c));
+                acc2[nt][0] = r0.x, acc2[nt][1] = r0.y, acc2[nt][2] = r1.x, acc2[nt][3] = r1.y;
+            } else {
+                acc2[nt][0] = acc2[nt][1] = acc2[nt][2] = acc2[nt][3] = 0.0f;
+            }
+        }
+        __syncthreads(); /* H complete; S0 free */
+
+        if (more) lfe_stage_runs<C, E>(xh, s0, d0, lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), Hp, Wp);
+
+        /* ---- GEMM2 + epilogue: tile row `warp` ---- */
+        {
+            /* hidden-tile row of the lane's ldmatrix pixel (output (r, c) is hidden (r + 1, c + 1)) */
+            const unsigned short *ha = hs + ((warp + 1) * S::HW + arow + 1) * S::HS;
+            float(&acc)[S::NT2][4] = acc2;
+#pragma unroll
+            for (int j = 0; j < S::NT2; j++) {
+                const float2 bb = *(const float2 *)(b1s + j * 8 + 2 * t);
+                acc[j][0] += bb.x, acc[j][1] += bb.y, acc[j][2] += bb.x, acc[j][3] += bb.y;
+            }
+#pragma unroll
+            for (int kc = 0; kc < S::KC2; kc++) {
+                unsigned af[4];
+                elan_ldsm_x4(af, ha + d1[2 * kc + akh]); /* run 2kc + akh, shifted by its tap */
+#pragma unroll
+                for (int np = 0; np < S::NT2 / 2; np++) {
+                    unsigned bf[4];
+                    elan_ldsm_x4(bf, w1s + np * 16 * S::HS + bo1 + kc * 16);
+                    elan_mma16816<T>(acc[2 * np], af, bf);
+                    elan_mma16816<T>(acc[2 * np + 1], af, bf + 2);
+                }
+            }
+            if constexpr (S::KT2 != 0) { /* the last run (k = KC2*16 .. +7) as m16n8k8; x2 reads lanes 0-15 */
+                const int k0 = S::KC2 * 16;
+                unsigned af[2];
+                elan_ldsm_x2(af, ha + d1[S::R1 - 1]);
+#pragma unroll
+                for (int np = 0; np < S::NT2 / 2; np++) {
+                    /* matrices: (n8 tile 2np, k0..k0+7), (2np+1, k0..k0+7); lanes 16-31 repeat 0-15 */
+                    unsigned bf[2];
+                    elan_ldsm_x2(bf, w1s + ((2 * np + ((lane >> 3) & 1)) * 8 + (lane & 7)) * S::HS + k0);
+                    elan_mma1688<T>(acc[2 * np], af, bf[0]);
+                    elan_mma1688<T>(acc[2 * np + 1], af, bf[1]);
+                }
+            }
+            T *xo = (T *)a.xh_out;
+#pragma unroll
+            for (int nt = 0; nt < S::NT2; nt++) {
+                const int c = nt * 8 + 2 * t;
+                if (c < C) {
+                    const float2 v0 = make_float2(acc[nt][0], acc[nt][1]), v1 = make_float2(acc[nt][2], acc[nt][3]);
+                    __stcs((float2 *)(x0 + c), v0);
+                    __stcs((float2 *)(x1 + c), v1);
+                    *(unsigned *)(xo + p0 * C + c) = elan_pack2_out<T>(v0.x, v0.y);
+                    *(unsigned *)(xo + p1 * C + c) = elan_pack2_out<T>(v1.x, v1.y);
+                }
+            }
+        }
+    }
+}
+
+/* The generic path's tile loop (shifts gathered per channel while building the A fragments). The first
+   tile's X is already in flight. */
+template <typename T, int C, int E>
+static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args &a, unsigned char *smem) {
+    typedef lfe_shape<C, E> S;
+    const unsigned short *w0s = (const unsigned short *)(smem + S::W0);
+    const unsigned short *w1s = (const unsigned short *)(smem + S::W1);
+    unsigned short *xs = (unsigned short *)(smem + S::X);
+    unsigned short *hs = (unsigned short *)(smem + S::H);
+    const int *off0 = (const int *)(smem + S::O0);
+    const int *off1 = (const int *)(smem + S::O1);
+    const float *b0s = (const float *)(smem + S::B0);
+    const float *b1s = (const float *)(smem + S::B1);
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int Hp = a.Hp, Wp = a.Wp;
+    const int tiles_x = Wp / LFE_TW, tiles_img = Hp / LFE_TH * tiles_x, ntiles = a.n * tiles_img;
+    const unsigned short *xh = (const unsigned short *)a.xh_in;
+
+    const int nh = warp & 1; /* GEMM1: which half of the n8 tiles */
+    const unsigned short *w0h = w0s + nh * S::NTH * 8 * S::XS;
+
+#pragma unroll 1
+    for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+        const lfe_tile tl = lfe_tile_at(tile, tiles_x, tiles_img);
+        elan_cp_async_wait_all();
+        __syncthreads(); /* X of this tile (and, the first time, the weights) visible; GEMM2 of the last tile
+                            is done with H */
+
+        /* ---- GEMM1: H = relu(shift0(X) w0^T + b0) on the 180 hidden pixels ---- */
+#pragma unroll 1
+        for (int mt = warp >> 1; mt < S::MT1; mt += LFE_THREADS / 64) {
+            const int q0 = mt * 16 + g, q1 = q0 + 8; /* hidden pixels of rows g, g+8 of the m16 tile */
+            const int qa = min(q0, S::NH - 1), qb = min(q1, S::NH - 1); /* rows past 180: any valid address */
+            const int ya = qa / S::HW, yb = qb / S::HW;
+            const unsigned short *pa = xs + ((ya + 1) * S::XW + (qa - ya * S::HW) + 1) * S::XS;
+            const unsigned short *pb = xs + ((yb + 1) * S::XW + (qb - yb * S::HW) + 1) * S::XS;
+            float acc[S::NTH][4];
+#pragma unroll
+            for (int j = 0; j < S::NTH; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < S::K1 / 16; kc++) {
+                const int2 oa = *(const int2 *)(off0 + kc * 16 + 2 * t);     /* channels k0+2t, k0+2t+1 */
+                const int2 ob = *(const int2 *)(off0 + kc * 16 + 8 + 2 * t); /* channels k0+8+2t, +1 */
+                unsigned af[4];
+                af[0] = lfe_pk(pa[oa.x], pa[oa.y]);
+                af[1] = lfe_pk(pb[oa.x], pb[oa.y]);
+                af[2] = lfe_pk(pa[ob.x], pa[ob.y]);
+                af[3] = lfe_pk(pb[ob.x], pb[ob.y]);
+#pragma unroll
+                for (int np = 0; np < S::NTH / 2; np++) {
+                    /* matrices: (n8 tile 2np, k lo), (2np, k hi), (2np+1, k lo), (2np+1, k hi) */
+                    unsigned bf[4];
+                    elan_ldsm_x4(bf, w0h + ((2 * np + (lane >> 4)) * 8 + (lane & 7)) * S::XS + kc * 16 +
+                                         ((lane >> 3) & 1) * 8);
+                    elan_mma16816<T>(acc[2 * np], af, bf);
+                    elan_mma16816<T>(acc[2 * np + 1], af, bf + 2);
+                }
+            }
+            /* hidden pixels outside the image are the zero fill of shift1 */
+            bool ina = false, inb = false;
+            {
+                const int hya = q0 / S::HW, hyb = q1 / S::HW;
+                const int gya = tl.y0 - 1 + hya, gxa = tl.x0 - 1 + (q0 - hya * S::HW);
+                const int gyb = tl.y0 - 1 + hyb, gxb = tl.x0 - 1 + (q1 - hyb * S::HW);
+                ina = gya >= 0 && gya < Hp && gxa >= 0 && gxa < Wp;
+                inb = gyb >= 0 && gyb < Hp && gxb >= 0 && gxb < Wp;
+            }
+#pragma unroll
+            for (int j = 0; j < S::NTH; j++) {
+                const int n = (nh * S::NTH + j) * 8 + 2 * t;
+                if (n < E) { /* n even and E % 8 == 0: n + 1 < E too */
+                    const float2 bb = *(const float2 *)(b0s + n);
+                    if (q0 < S::NH)
+                        *(unsigned *)(hs + q0 * S::HS + n) =
+                            ina ? elan_pack2_relu<T>(acc[j][0] + bb.x, acc[j][1] + bb.y) : 0u;
+                    if (q1 < S::NH)
+                        *(unsigned *)(hs + q1 * S::HS + n) =
+                            inb ? elan_pack2_relu<T>(acc[j][2] + bb.x, acc[j][3] + bb.y) : 0u;
+                }
+            }
+        }
+        __syncthreads(); /* H complete; X free */
+
+        if (tile + (int)gridDim.x < ntiles)
+            lfe_stage<C, E>(xh, xs, lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), Hp, Wp);
+
+        /* ---- GEMM2 + epilogue: tile row `warp`, pixels x0+g and x0+g+8 ---- */
+        {
+            const long long p0 = ((long long)tl.img * Hp + tl.y0 + warp) * Wp + tl.x0 + g, p1 = p0 + 8;
+            float *x0 = a.x + p0 * C, *x1 = a.x + p1 * C;
+            float2 r0[S::NT2], r1[S::NT2]; /* residual, loaded now so that GEMM2 hides the latency */
+#pragma unroll
+            for (int nt = 0; nt < S::NT2; nt++) {
+                const int c = nt * 8 + 2 * t;
+                if (c < C) { /* c even and C even: c + 1 < C too */
+                    r0[nt] = __ldcs((const float2 *)(x0 + c));
+                    r1[nt] = __ldcs((const float2 *)(x1 + c));
+                } else {
+                    r0[nt] = r1[nt] = make_float2(0.0f, 0.0f);
+                }
+            }
+            /* hidden-tile rows of the two output pixels (output (r, c) is hidden (r + 1, c + 1)) */
+            const unsigned short *ha = hs + ((warp + 1) * S::HW + g + 1) * S::HS;
+            const unsigned short *hb = ha + 8 * S::HS;
+            float acc[S::NT2][4];
+#pragma unroll
+            for (int j = 0; j < S::NT2; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+            for (int kc = 0; kc < S::KC2; kc++) {
+                const int2 oa = *(const int2 *)(off1 + kc * 16 + 2 * t);
+                const int2 ob = *(const int2 *)(off1 + kc * 16 + 8 + 2 * t);
+                unsigned af[4];
+                af[0] = lfe_pk(ha[oa.x], ha[oa.y]);
+                af[1] = lfe_pk(hb[oa.x], hb[oa.y]);
+                af[2] = lfe_pk(ha[ob.x], ha[ob.y]);
+                af[3] = lfe_pk(hb[ob.x], hb[ob.y]);
+#pragma unroll
+                for (int np = 0; np < S::NT2 / 2; np++) {
+                    unsigned bf[4];
+                    elan_ldsm_x4(bf, w1s + ((2 * np + (lane >> 4)) * 8 + (lane & 7)) * S::HS + kc * 16 +
+                                         ((lane >> 3) & 1) * 8);
+                    elan_mma16816<T>(acc[2 * np], af, bf);
+                    elan_mma16816<T>(acc[2 * np + 1], af, bf + 2);
+                }
+            }
+            if constexpr (S::KT2 != 0) { /* k = KC2*16 .. +7 as m16n8k8 */
+                const int k0 = S::KC2 * 16;
+                const int2 oa = *(const int2 *)(off1 + k0 + 2 * t);
+                unsigned af[2];
+                af[0] = lfe_pk(ha[oa.x], ha[oa.y]);
+                af[1] = lfe_pk(hb[oa.x], hb[oa.y]);
+#pragma unroll
+                for (int np = 0; np < S::NT2 / 2; np++) {
+                    /* matrices: (n8 tile 2np, k0..k0+7), (2np+1, k0..k0+7); lanes 16-31 repeat 0-15 */
+                    unsigned bf[2];
+                    elan_ldsm_x2(bf, w1s + ((2 * np + ((lane >> 3) & 1)) * 8 + (lane & 7)) * S::HS + k0);
+                    elan_mma1688<T>(acc[2 * np], af, bf[0]);
+                    elan_mma1688<T>(acc[2 * np + 1], af, bf[1]);
+                }
+            }
+            T *xo = (T *)a.xh_out;
+#pragma unroll
+            for (int nt = 0; nt < S::NT2; nt++) {
+                const int c = nt * 8 + 2 * t;
+                if (c < C) {
+                    const float2 bb = *(const float2 *)(b1s + c);
+                    const float2 v0 = make_float2(r0[nt].x + (acc[nt][0] + bb.x), r0[nt].y + (acc[nt][1] + bb.y));
+                    const float2 v1 = make_float2(r1[nt].x + (acc[nt][2] + bb.x), r1[nt].y + (acc[nt][3] + bb.y));
+                    __stcs((float2 *)(x0 + c), v0);
+                    __stcs((float2 *)(x1 + c), v1);
+                    *(unsigned *)(xo + p0 * C + c) = elan_pack2_out<T>(v0.x, v0.y);
+                    *(unsigned *)(xo + p1 * C + c) = elan_pack2_out<T>(v1.x, v1.y);
+                }
+            }
+        }
+    }
+}
+
+/* The kernel: shift tables, the path test (tap0 constant over aligned runs of 4 channels and tap1 over aligned
+   runs of 8, taps past 8 read as 8; elan_cuda_lfe_fused_taps_ok tests the same on the host), weights, then
+   the tile loop of that path. */
+template <typename T, int C, int E>
+static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_cuda_lfe_args a) {
+    typedef lfe_shape<C, E> S;
+    extern __shared__ float4 lfe_smem4[];
+    unsigned char *smem = (unsigned char *)lfe_smem4;
+    unsigned short *w0s = (unsigned short *)(smem + S::W0);
+    unsigned short *w1s = (unsigned short *)(smem + S::W1);
+    unsigned short *xs = (unsigned short *)(smem + S::X);
+    int *off0 = (int *)(smem + S::O0);
+    int *off1 = (int *)(smem + S::O1);
+    int2 *d0 = (int2 *)(smem + S::D0);
+    int *d1 = (int *)(smem + S::D1);
+    float *b0s = (float *)(smem + S::B0);
+    float *b1s = (float *)(smem + S::B1);
+
+    const int tid = threadIdx.x;
+    const int Hp = a.Hp, Wp = a.Wp;
+    const int tiles_x = Wp / LFE_TW, tiles_img = Hp / LFE_TH * tiles_x, ntiles = a.n * tiles_img;
+    if ((int)blockIdx.x >= ntiles) return;
+
+    /* shift tables of both paths, and which path the taps allow */
+    int ok = 1;
+    for (int c = tid; c < S::K1; c += LFE_THREADS) {
+        int o = c; /* generic: padded channels read their own (zero) slot of the centre pixel */
+        if (c < C) {
+            const int tp = lfe_tap(a.tap0[c]);
+            o += ((tp / 3 - 1) * S::XW + (tp % 3 - 1)) * S::XS;
+            ok &= tp == lfe_tap(a.tap0[c & ~3]);
+            if ((c & 3) == 0) d0[c >> 2] = make_int2(tp / 3 - 1, tp % 3 - 1);
+        }
+        off0[c] = o;
+    }
+    for (int j = tid; j < E; j += LFE_THREADS) {
+        const int tp = lfe_tap(a.tap1[j]);
+        const int o = ((tp / 3 - 1) * S::HW + (tp % 3 - 1)) * S::HS;
+        off1[j] = j + o;
+        ok &= tp == lfe_tap(a.tap1[j & ~7]);
+        if ((j & 7) == 0) d1[j >> 3] = j + o;
+    }
+    const bool runs = __syncthreads_and(ok) != 0; /* also publishes d0 to the first stage */
+
+    const unsigned short *xh = (const unsigned short *)a.xh_in;
+    const lfe_tile first = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
+    if (runs)
+        lfe_stage_runs<C, E>(xh, xs, d0, first, Hp, Wp);
+    else
+        lfe_stage<C, E>(xh, xs, first, Hp, Wp);
+
+    /* once per CTA: weights and biases (zero-padded), zero channels C..K1-1 of X / S0 (never staged) */
+    {
+        const unsigned short *w0 = (const unsigned short *)a.w0, *w1 = (const unsigned short *)a.w1;
+        for (int i = tid; i < 2 * S::NTH * 8 * S::XS; i += LFE_THREADS) {
+            const int n = i / S::XS, k = i - n * S::XS;
+            w0s[i] = n < E && k < C ? w0[n * C + k] : (unsigned short)0;
+        }
+        for (int i = tid; i < S::NT2 * 8 * S::HS; i += LFE_THREADS) {
+            const int n = i / S::HS, k = i - n * S::HS;
+            w1s[i] = n < C && k < E ? w1[n * E + k] : (unsigned short)0;
+        }
+        for (int j = tid; j < 2 * S::NTH * 8; j += LFE_THREADS) b0s[j] = j < E ? a.b0[j] : 0.0f;
+        for (int c = tid; c < S::NT2 * 8; c += LFE_THREADS) b1s[c] = c < C ? a.b1[c] : 0.0f;
+        if constexpr (S::K1 > C)
+            for (int i = tid; i < S::NX * (S::K1 - C); i += LFE_THREADS) {
+                const int px = i / (S::K1 - C);
+                xs[px * S::XS + C + (i - px * (S::K1 - C))] = 0;
+            }
+    }
+
+    if (runs)
+        lfe_loop_runs<T, C, E>(a, smem);
+    else
+        lfe_loop_generic<T, C, E>(a, smem);
+    elan_cp_async_wait_all(); /* nothing is in flight here (the last tile issues no stage), but leave no group open */
+}
+
+/* ---- host side ---- */
+
+typedef void (*lfe_fn)(elan_cuda_lfe_args);
+
+#define LFE_CASE(CC, EE)                                                                        \
+    if (C == CC && e == EE) {                                                                   \
+        *smem = lfe_shape<CC, EE>::SMEM;                                                        \
+        if (act == ELAN_ACT_F16) return lfe_fused_kernel<__half, CC, EE>;                       \
+        if (act == ELAN_ACT_BF16) return lfe_fused_kernel<__nv_bfloat16, CC, EE>;              \
+        return NULL;                                                                            \
+    }
+
+static lfe_fn lfe_pick(int C, int e, int act, size_t *smem) {
+    LFE_CASE(60, 120)
+    LFE_CASE(32, 64)
+    LFE_CASE(48, 96)
+    LFE_CASE(64, 128)
+    return NULL;
+}
+
+extern "C" int elan_cuda_lfe_fused_supported(int C, int e) {
+    size_t smem;
+    return lfe_pick(C, e, ELAN_ACT_F16, &smem) ? 0 : -1;
+}
+
+static int lfe_tap_host(unsigned char tp) { return tp < 8 ? (int)tp : 8; }
+
+extern "C" int elan_cuda_lfe_fused_taps_ok(const unsigned char *host_taps0, int C, const unsigned char *host_taps1,
+                                           int e) {
+    if (!host_taps0 || !host_taps1 || C <= 0 || e <= 0 || C % 4 || e % 8) return 0;
+    for (int c = 0; c < C; c++)
+        if (lfe_tap_host(host_taps0[c]) != lfe_tap_host(host_taps0[c & ~3])) return 0;
+    for (int j = 0; j < e; j++)
+        if (lfe_tap_host(host_taps1[j]) != lfe_tap_host(host_taps1[j & ~7])) return 0;
+    return 1;
+}
+
+extern "C" cudaError_t elan_cuda_lfe_fused_prepare(int C, int e, int act) {
+    size_t smem = 0;
+    const lfe_fn fn = lfe_pick(C, e, act, &smem);
+    if (!fn) return cudaErrorInvalidValue;
+    return cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+}
+
+extern "C" cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStream_t s) {
+    size_t smem = 0;
+    const lfe_fn fn = lfe_pick(a->C, a->e, a->act, &smem);
+    if (!fn || a->n < 0 || a->Hp <= 0 || a->Wp <= 0 || a->Hp % LFE_TH || a->Wp % LFE_TW || a->xh_in == a->xh_out)
+        return cudaErrorInvalidValue;
+    /* 8-byte pieces of xh_in, float2 of x, 32-bit pairs of xh_out (every cudaMalloc'd buffer qualifies) */
+    if (((size_t)a->xh_in & 7) || ((size_t)a->x & 7) || ((size_t)a->xh_out & 3) || ((size_t)a->w0 & 1) ||
+        ((size_t)a->w1 & 1))
+        return cudaErrorInvalidValue;
+    const long long tiles = (long long)a->n * (a->Hp / LFE_TH) * (a->Wp / LFE_TW);
+    if (tiles == 0) return cudaGetLastError();
+    if (tiles > INT_MAX) return cudaErrorInvalidValue;
+    int dev = 0, sms = 0, per_sm = 0;
+    cudaError_t err = cudaGetDevice(&dev);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, LFE_THREADS, smem);
+    if (err != cudaSuccess) return err;
+    if (per_sm < 1) per_sm = 1;
+    if (sms < 1) sms = 1;
+    const long long grid = tiles < (long long)sms * per_sm ? tiles : (long long)sms * per_sm;
+    fn<<<(unsigned)grid, LFE_THREADS, smem, s>>>(*a);
+    return cudaGetLastError();
+}
