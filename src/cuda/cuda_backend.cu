@@ -14,6 +14,12 @@
      tail                      x + hb -> out (NCHW, cropped)           conv3x3.cu
    g holds the block's computing project_inp output until the block ends, so reusing GMSAs recompute the
    block's attention maps from its q (gmsa.cu says why).
+   In fp16 / bf16 (the default on a GPU) a pair is 4 launches instead (fused_lfe, fused_pw, attn3):
+       fused LFE               xh[cur] (halo), x -> x, xh[cur ^ 1]; cur flips                lfe_fused.cu
+       project_inp + bias      xh[cur] -> g (computing) or t (reusing)                      pointwise.cu
+       attention, 3 groups     q, v -> sA, one launch                                        gmsa.cu
+       project_out + residual  sA, x -> x, xh[cur]                                           pointwise.cu
+   The unfused order above stays for fp32 / tf32 and behind ELANSR_CUDA_FUSED=0.
 
    Every 1x1 conv is out[P][cout] = in[P][cin] * W^T. cuBLAS is column-major, where an NHWC [P][cin] array is a
    cin x P matrix and PyTorch's w[cout][cin] is a cin x cout one, so the call is
