@@ -132,48 +132,65 @@ static float *photo_crop(int h, int w) {
     return x;
 }
 
+/* The shipped checkpoint, a 48x40 crop of a Set5 photo and the CPU fp32 output for it: the reference of the
+   checkpoint tests. Returns 0 after a failed CHECK, with nothing left allocated. */
+static int checkpoint_reference(elan_model *m, int h, int w, float **in, float **ref, size_t *nout) {
+    memset(m, 0, sizeof *m);
+    *in = *ref = NULL;
+    if (elan_model_load(t_model_path(), m) != ELANSR_OK) {
+        CHECK_MSG(0, "cannot load %s: %s", t_model_path(), elansr_last_error());
+        return 0;
+    }
+    *nout = (size_t)3 * h * w * m->scale * m->scale;
+    *in = photo_crop(h, w);
+    *ref = naive_floats(*nout);
+    elansr_params pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32);
+    elan_backend *cpu = NULL;
+    int ok = 0;
+    if (!*in)
+        CHECK_MSG(0, "cannot read a %dx%d crop of %s/data/Set5/LR_x4/baby.png: %s", w, h, t_shared_dir(),
+                  elansr_last_error());
+    else if (elan_cpu_backend_create(m, &pc, &cpu) != ELANSR_OK)
+        CHECK_MSG(0, "cpu create: %s", elansr_last_error());
+    else {
+        poison(*ref, *nout);
+        ok = cpu->forward(cpu, *in, 1, h, w, *ref) == ELANSR_OK;
+        CHECK_MSG(ok, "cpu forward: %s", elansr_last_error());
+        cpu->destroy(cpu);
+    }
+    if (!ok) {
+        free(*in), free(*ref);
+        *in = *ref = NULL;
+        elan_model_free(m);
+    }
+    return ok;
+}
+
 /* The shipped checkpoint: fp32 within TOL of the CPU backend, tf32 within TOL_TF32. */
 static void test_checkpoint(void) {
     elan_model m;
-    memset(&m, 0, sizeof m);
-    if (elan_model_load(t_model_path(), &m) != ELANSR_OK) {
-        CHECK_MSG(0, "cannot load %s: %s", t_model_path(), elansr_last_error());
-        return;
-    }
-    const int n = 1, h = 48, w = 40, s = m.scale;
-    const size_t nin = (size_t)n * 3 * h * w, nout = nin * s * s;
-    float *in = photo_crop(h, w), *ref = naive_floats(nout), *got = naive_floats(nout);
-    if (!in) {
-        CHECK_MSG(0, "cannot read a 48x40 crop of %s/data/Set5/LR_x4/baby.png: %s", t_shared_dir(), elansr_last_error());
-        free(ref), free(got);
-        elan_model_free(&m);
-        return;
-    }
-    elansr_params pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32);
-    elan_backend *cpu = NULL;
-    CHECK_MSG(elan_cpu_backend_create(&m, &pc, &cpu) == ELANSR_OK, "cpu create: %s", elansr_last_error());
-    if (cpu) {
-        poison(ref, nout);
-        CHECK_MSG(cpu->forward(cpu, in, n, h, w, ref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
-        cpu->destroy(cpu);
-        /* DEFAULT is fp16 on a GPU: test_half checks it with the fp16 tolerances */
-        static const elansr_precision precs[] = {ELANSR_PRECISION_FP32, ELANSR_PRECISION_TF32};
-        for (int i = 0; i < 2; i++) {
-            elansr_params pg = params(0, precs[i]);
-            elan_backend *gpu = NULL;
-            CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
-            if (!gpu) continue;
-            const double tol = precs[i] == ELANSR_PRECISION_TF32 ? TOL_TF32 : TOL;
-            for (int rep = 0; rep < 2; rep++) {
-                size_t nan;
-                const double d = gpu_run(gpu, in, n, h, w, ref, got, nout, &nan);
-                printf("checkpoint %dx%d %s%s: max|gpu-cpu| %.3g (tolerance %g), unwritten %zu\n", h, w,
-                       precs[i] == ELANSR_PRECISION_TF32 ? "tf32" : "fp32",
-                       rep ? " (graph)" : "", d, tol, nan);
-                CHECK_MSG(d <= tol && nan == 0, "checkpoint precision %d: %g, %zu unwritten", (int)precs[i], d, nan);
-            }
-            gpu->destroy(gpu);
+    const int n = 1, h = 48, w = 40;
+    float *in, *ref;
+    size_t nout;
+    if (!checkpoint_reference(&m, h, w, &in, &ref, &nout)) return;
+    float *got = naive_floats(nout);
+    /* DEFAULT is fp16 on a GPU: test_half checks it with the fp16 tolerances */
+    static const elansr_precision precs[] = {ELANSR_PRECISION_FP32, ELANSR_PRECISION_TF32};
+    for (int i = 0; i < 2; i++) {
+        elansr_params pg = params(0, precs[i]);
+        elan_backend *gpu = NULL;
+        CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+        if (!gpu) continue;
+        const double tol = precs[i] == ELANSR_PRECISION_TF32 ? TOL_TF32 : TOL;
+        for (int rep = 0; rep < 2; rep++) {
+            size_t nan;
+            const double d = gpu_run(gpu, in, n, h, w, ref, got, nout, &nan);
+            printf("checkpoint %dx%d %s%s: max|gpu-cpu| %.3g (tolerance %g), unwritten %zu\n", h, w,
+                   precs[i] == ELANSR_PRECISION_TF32 ? "tf32" : "fp32",
+                   rep ? " (graph)" : "", d, tol, nan);
+            CHECK_MSG(d <= tol && nan == 0, "checkpoint precision %d: %g, %zu unwritten", (int)precs[i], d, nan);
         }
+        gpu->destroy(gpu);
     }
     free(in), free(ref), free(got);
     elan_model_free(&m);
@@ -258,43 +275,30 @@ static void test_half(void) {
     }
 
     elan_model m;
-    memset(&m, 0, sizeof m);
-    if (elan_model_load(t_model_path(), &m) != ELANSR_OK) {
-        CHECK_MSG(0, "cannot load %s: %s", t_model_path(), elansr_last_error());
-        return;
-    }
-    const int n = 1, h = 48, w = 40, s = m.scale;
-    const size_t nin = (size_t)n * 3 * h * w, nout = nin * s * s;
-    float *in = photo_crop(h, w), *ref = naive_floats(nout);
-    elansr_params pc = params(ELANSR_DEVICE_CPU, ELANSR_PRECISION_FP32);
-    elan_backend *cpu = NULL;
-    if (!in) CHECK_MSG(0, "cannot read a photo crop: %s", elansr_last_error());
-    if (in) CHECK_MSG(elan_cpu_backend_create(&m, &pc, &cpu) == ELANSR_OK, "cpu create: %s", elansr_last_error());
-    if (cpu) {
-        poison(ref, nout);
-        CHECK_MSG(cpu->forward(cpu, in, n, h, w, ref) == ELANSR_OK, "cpu forward: %s", elansr_last_error());
-        cpu->destroy(cpu);
-        /* fp16 and bf16; DEFAULT, which is fp16 on a GPU; and both with the fused kernels turned off
-           (ELANSR_CUDA_FUSED=0, read at creation), so that the unfused path stays tested */
-        static const struct {
-            elansr_precision prec, as;
-            int unfused;
-            const char *what;
-        } runs[] = {{ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 0, "checkpoint"},
-                    {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 0, "checkpoint"},
-                    {ELANSR_PRECISION_DEFAULT, ELANSR_PRECISION_FP16, 0, "checkpoint, default precision"},
-                    {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 1, "checkpoint, unfused"},
-                    {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 1, "checkpoint, unfused"}};
-        for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {
-            elansr_params pg = params(0, runs[ri].prec);
-            elan_backend *gpu = NULL;
-            if (runs[ri].unfused) setenv("ELANSR_CUDA_FUSED", "0", 1);
-            CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
-            unsetenv("ELANSR_CUDA_FUSED");
-            if (!gpu) continue;
-            half_compare(gpu, runs[ri].what, runs[ri].as, in, n, h, w, ref, nout);
-            gpu->destroy(gpu);
-        }
+    const int n = 1, h = 48, w = 40;
+    float *in, *ref;
+    size_t nout;
+    if (!checkpoint_reference(&m, h, w, &in, &ref, &nout)) return;
+    /* fp16 and bf16; DEFAULT, which is fp16 on a GPU; and both with the fused kernels turned off
+       (ELANSR_CUDA_FUSED=0, read at creation), so that the unfused path stays tested */
+    static const struct {
+        elansr_precision prec, as;
+        int unfused;
+        const char *what;
+    } runs[] = {{ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 0, "checkpoint"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 0, "checkpoint"},
+                {ELANSR_PRECISION_DEFAULT, ELANSR_PRECISION_FP16, 0, "checkpoint, default precision"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 1, "checkpoint, unfused"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 1, "checkpoint, unfused"}};
+    for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {
+        elansr_params pg = params(0, runs[ri].prec);
+        elan_backend *gpu = NULL;
+        if (runs[ri].unfused) setenv("ELANSR_CUDA_FUSED", "0", 1);
+        CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
+        unsetenv("ELANSR_CUDA_FUSED");
+        if (!gpu) continue;
+        half_compare(gpu, runs[ri].what, runs[ri].as, in, n, h, w, ref, nout);
+        gpu->destroy(gpu);
     }
     free(in), free(ref);
     elan_model_free(&m);

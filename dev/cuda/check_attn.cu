@@ -43,6 +43,27 @@ template <> __half f2h<__half>(float v) { return __float2half_rn(v); }
 template <> __nv_bfloat16 f2h<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 static float round_half(float v) { return __half2float(__float2half_rn(v)); }
 
+/* Median of 50 CUDA-event-timed calls of launch() after 10 warm-up calls, in ms. */
+template <typename F>
+static double median_ms(F launch) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> ms;
+    for (int it = 0; it < 60; it++) {
+        CK(cudaEventRecord(e0));
+        CK(launch());
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float m;
+        CK(cudaEventElapsedTime(&m, e0, e1));
+        if (it >= 10) ms.push_back(m);
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+}
+
 /* One case: n images of Hp x Wp, k channels per group, all 3 windows; computing layout (q and v from g) when
    reuse == 0, reusing layout (q from g, v from a separate C-wide buffer) when reuse == 1. Returns failures. */
 template <typename T>
@@ -158,40 +179,15 @@ static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int ac
     }
 
     if (time_it && !fails) {
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
         for (int gi = 0; gi < 3; gi++) {
-            std::vector<float> ms;
-            for (int it = 0; it < 60; it++) {
-                CK(cudaEventRecord(e0));
-                CK(elan_cuda_attn(&a[gi], 0));
-                CK(cudaEventRecord(e1));
-                CK(cudaEventSynchronize(e1));
-                float m;
-                CK(cudaEventElapsedTime(&m, e0, e1));
-                if (it >= 10) ms.push_back(m);
-            }
-            std::sort(ms.begin(), ms.end());
-            const double med = ms[ms.size() / 2];
+            const double med = median_ms([&] { return elan_cuda_attn(&a[gi], 0); });
             const double flops = 4.0 * P * ws_[gi] * ws_[gi] * k; /* QQ^T and AV, 2 flops per multiply-add */
             const double bytes = (double)P * 3 * k * sizeof(T);
             printf("    ws %2d: median %.4f ms  %.1f TFLOP/s  %.0f GB/s\n", ws_[gi], med, flops / med * 1e-9,
                    bytes / med * 1e-6);
         }
         if (elan_cuda_attn3_supported(k, wsv, act) == 0) {
-            std::vector<float> ms;
-            for (int it = 0; it < 60; it++) {
-                CK(cudaEventRecord(e0));
-                CK(elan_cuda_attn3(a, 0));
-                CK(cudaEventRecord(e1));
-                CK(cudaEventSynchronize(e1));
-                float m;
-                CK(cudaEventElapsedTime(&m, e0, e1));
-                if (it >= 10) ms.push_back(m);
-            }
-            std::sort(ms.begin(), ms.end());
-            const double med = ms[ms.size() / 2];
+            const double med = median_ms([&] { return elan_cuda_attn3(a, 0); });
             printf("    all 3 groups, one launch: median %.4f ms  %.0f GB/s\n", med, (double)P * 3 * C * sizeof(T) / med * 1e-6);
         }
     }

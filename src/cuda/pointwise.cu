@@ -75,8 +75,6 @@ template <>
 __device__ __forceinline__ void pw_cp_async<2>(void *dst, const void *src) {
     *(unsigned short *)dst = *(const unsigned short *)src;
 }
-static __device__ __forceinline__ void pw_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-static __device__ __forceinline__ void pw_cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 /* Copies `rows` rows of `chunks` chunks of V bytes each: global rows at src_stride bytes, shared rows at
    dst_stride bytes. Consecutive threads take consecutive chunks of a row. */
@@ -192,14 +190,14 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
 
     long long tile = blockIdx.x;
     if (tile < ntiles) fetch(tile, 0);
-    pw_cp_commit();
+    elan_cp_async_commit();
     for (int buf = 0; tile < ntiles; tile += gridDim.x, buf ^= 1) {
         /* this tile's copies have landed, and every thread is done with the previous tile (its buffers and the
            staging tile are free) */
-        pw_cp_wait_all();
+        elan_cp_async_wait_all();
         __syncthreads();
         if (tile + gridDim.x < ntiles) fetch(tile + gridDim.x, buf ^ 1);
-        pw_cp_commit();
+        elan_cp_async_commit();
 
         /* A: rows warp*16 .. +15 of the tile, all 4 k-steps. ldmatrix.x4 matrix m = lane/8 is (rows 0-7 | 8-15 as
            m & 1, k 0-7 | 8-15 as m >> 1), i.e. a0..a3 of the mma's A fragment; lane gives row lane % 16,
@@ -280,7 +278,7 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
             }
         }
     }
-    pw_cp_wait_all(); /* the last (empty) group: nothing may be in flight at exit */
+    elan_cp_async_wait_all(); /* the last (empty) group: nothing may be in flight at exit */
 }
 
 typedef void (*pw_fn)(elan_cuda_pw_args, int, int);
