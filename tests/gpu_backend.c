@@ -279,23 +279,27 @@ static void test_half(void) {
     float *in, *ref;
     size_t nout;
     if (!checkpoint_reference(&m, h, w, &in, &ref, &nout)) return;
-    /* fp16 and bf16; DEFAULT, which is fp16 on a GPU; and both with the fused kernels turned off
-       (ELANSR_CUDA_FUSED=0, read at creation), so that the unfused path stays tested */
+    /* fp16 and bf16; DEFAULT, which is fp16 on a GPU; both with the fused kernels turned off (ELANSR_CUDA_FUSED=0,
+       read at creation), so that the unfused path stays tested; and the non-default choices of the fused path:
+       the residual stream in fp32 (ELANSR_CUDA_HALF_X=0), project_inp as its own kernel (ELANSR_CUDA_FUSED_ATTN=0) */
     static const struct {
         elansr_precision prec, as;
-        int unfused;
+        const char *env, *val;
         const char *what;
-    } runs[] = {{ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 0, "checkpoint"},
-                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 0, "checkpoint"},
-                {ELANSR_PRECISION_DEFAULT, ELANSR_PRECISION_FP16, 0, "checkpoint, default precision"},
-                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, 1, "checkpoint, unfused"},
-                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, 1, "checkpoint, unfused"}};
+    } runs[] = {{ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, NULL, NULL, "checkpoint"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, NULL, NULL, "checkpoint"},
+                {ELANSR_PRECISION_DEFAULT, ELANSR_PRECISION_FP16, NULL, NULL, "checkpoint, default precision"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_FUSED", "0", "checkpoint, unfused"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_FUSED", "0", "checkpoint, unfused"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_HALF_X", "0", "checkpoint, fp32 residual"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_HALF_X", "0", "checkpoint, fp32 residual"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_FUSED_ATTN", "0", "checkpoint, separate project_inp"}};
     for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {
         elansr_params pg = params(0, runs[ri].prec);
         elan_backend *gpu = NULL;
-        if (runs[ri].unfused) setenv("ELANSR_CUDA_FUSED", "0", 1);
+        if (runs[ri].env) setenv(runs[ri].env, runs[ri].val, 1);
         CHECK_MSG(elan_cuda_backend_create(&m, &pg, &gpu) == ELANSR_OK, "gpu create: %s", elansr_last_error());
-        unsetenv("ELANSR_CUDA_FUSED");
+        if (runs[ri].env) unsetenv(runs[ri].env);
         if (!gpu) continue;
         half_compare(gpu, runs[ri].what, runs[ri].as, in, n, h, w, ref, nout);
         gpu->destroy(gpu);

@@ -7,12 +7,17 @@
    per aligned run (4 channels of tap0, 8 of tap1). The kernel takes its run path when the taps are constant over
    such runs (elan_cuda_lfe_fused_taps_ok; ELAN's grouping for C = 60, e = 120 qualifies), else its generic path;
    each case prints which one, and both must pass. The reference uses the same rounded inputs and weights, sums in double, and rounds h to T
-   (saturating in fp16) like the kernel does. Checked:
+   (saturating in fp16) like the kernel does. Each case runs the kernel twice on the same inputs: with the fp32 x
+   (residual x, x updated in place) and with a.x = NULL (the half residual stream: residual xh_in, only xh_out
+   written, into a second buffer). Checked:
      - x (all pixels, or for the 960x544 case the border rows/columns plus random pixels) against the
        reference, |err| <= atol + rtol*|ref| (see tolerance() for why these values);
      - xh_out == T(x) bit for bit on every element (fp16 saturating at +-65504, as elan_from_f);
-     - guard zones before and after x and xh_out untouched.
-   Then times the 960x544 case (C = 60, e = 120): warm-up, 100 runs with CUDA events, median. */
+     - x = NULL: xh_out on the same pixels against ref = xh_in + b1 + GEMM2 (the same GEMM2 reference as x's),
+       inside [T(ref - tol), T(ref + tol)] with x's tol, or at most 1 ulp from T(ref) (see tolerance()), and
+       every element of it written (none left NaN);
+     - guard zones before and after x and both xh_out untouched.
+   Then times the 960x544 case (C = 60, e = 120), both variants: warm-up, 100 runs with CUDA events, median. */
 #include "cuda_common.h"
 
 #include <cuda_bf16.h>
@@ -82,11 +87,21 @@ struct bf16_t {
        in one output stay well under atol;
    (3) x itself is fp32 (|x| <= ~20): its rounding is covered by rtol.
    A real indexing error (wrong tap, channel, pixel, missing zero fill) changes terms of size |w| * |h| ~
-   0.05..1 in many channels at once, far above these bounds. */
+   0.05..1 in many channels at once, far above these bounds.
+   The half stream (x = NULL) forms the same sum from the T value xh_in (exact in fp32 and in the reference), so
+   its fp32 value lies within the same atol + rtol*|ref| of ref = xh_in + b1 + GEMM2, and xh_out is that value
+   rounded once to T: it must lie between T(ref - tol) and T(ref + tol). Also accepted, as in check_pointwise, is
+   1 ulp from T(ref) (the fp32 value and ref on two sides of a rounding midpoint); with these tolerances (at least
+   ~1.3 ulp of T either side: bf16's rtol against its 2^-8 relative ulp) the range already covers that. Values
+   more than 1 ulp from T(ref) (mostly the flips of (2)) are counted and printed. */
 static void tolerance(int act, double *atol, double *rtol) {
     if (act == ELAN_ACT_F16) *atol = 2e-2, *rtol = 2e-3;
     else *atol = 1e-1, *rtol = 1e-2;
 }
+
+/* 16-bit float bits (fp16 or bf16) as integers ordered like their values, adjacent values 1 apart (+0 = -0 = 0):
+   the difference of two is their distance in ulps. */
+static int ord16(unsigned short u) { return (u & 0x8000) ? -(int)(u & 0x7fff) : (int)u; }
 
 struct lfe_case {
     int n, Hp, Wp, C, e;
@@ -111,6 +126,7 @@ static void make_taps(std::vector<unsigned char> &tap, int cin, int elan, int ru
                              : (unsigned char)(rng_next() % 9);
 }
 
+/* ms_out (timed cases): median ms of the fp32-x variant, then of the half stream (x = NULL) */
 template <typename TT>
 static int run_case(const lfe_case &k, double *ms_out) {
     const int n = k.n, Hp = k.Hp, Wp = k.Wp, C = k.C, E = k.e;
@@ -142,10 +158,11 @@ static int run_case(const lfe_case &k, double *ms_out) {
 
     /* device */
     float *d_xg, *d_b0, *d_b1;
-    unsigned short *d_xh, *d_xog, *d_w0, *d_w1;
+    unsigned short *d_xh, *d_xog, *d_xo2g, *d_w0, *d_w1;
     unsigned char *d_t0, *d_t1;
     CK(cudaMalloc(&d_xg, (P * C + 2 * GUARD) * sizeof(float)));
     CK(cudaMalloc(&d_xog, (P * C + 2 * GUARD) * sizeof(unsigned short)));
+    CK(cudaMalloc(&d_xo2g, (P * C + 2 * GUARD) * sizeof(unsigned short))); /* xh_out of the x = NULL run */
     CK(cudaMalloc(&d_xh, P * C * sizeof(unsigned short)));
     CK(cudaMalloc(&d_w0, E * C * 2));
     CK(cudaMalloc(&d_w1, C * E * 2));
@@ -154,7 +171,7 @@ static int run_case(const lfe_case &k, double *ms_out) {
     CK(cudaMalloc(&d_t0, C));
     CK(cudaMalloc(&d_t1, E));
     float *d_x = d_xg + GUARD;
-    unsigned short *d_xo = d_xog + GUARD;
+    unsigned short *d_xo = d_xog + GUARD, *d_xo2 = d_xo2g + GUARD;
     {
         std::vector<float> gf(GUARD, GUARD_F);
         std::vector<unsigned short> gh(GUARD, GUARD_H);
@@ -162,9 +179,12 @@ static int run_case(const lfe_case &k, double *ms_out) {
         CK(cudaMemcpy(d_x + P * C, gf.data(), GUARD * 4, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(d_xog, gh.data(), GUARD * 2, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(d_xo + P * C, gh.data(), GUARD * 2, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(d_xo2g, gh.data(), GUARD * 2, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(d_xo2 + P * C, gh.data(), GUARD * 2, cudaMemcpyHostToDevice));
     }
     CK(cudaMemcpy(d_x, x.data(), P * C * 4, cudaMemcpyHostToDevice));
     CK(cudaMemset(d_xo, 0xff, P * C * 2)); /* NaN pattern: every element must be written */
+    CK(cudaMemset(d_xo2, 0xff, P * C * 2));
     CK(cudaMemcpy(d_xh, xh.data(), P * C * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_w0, w0.data(), E * C * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_w1, w1.data(), C * E * 2, cudaMemcpyHostToDevice));
@@ -181,19 +201,26 @@ static int run_case(const lfe_case &k, double *ms_out) {
     CK(elan_cuda_lfe_fused_prepare(C, E, TT::act()));
     CK(elan_cuda_lfe_fused(&a, 0));
     CK(cudaDeviceSynchronize());
+    /* the half residual stream on the same inputs (xh_in is not written by either run) */
+    elan_cuda_lfe_args a2 = a;
+    a2.x = NULL, a2.xh_out = d_xo2;
+    CK(elan_cuda_lfe_fused(&a2, 0));
+    CK(cudaDeviceSynchronize());
 
     std::vector<float> xg(P * C + 2 * GUARD);
-    std::vector<unsigned short> xog(P * C + 2 * GUARD);
+    std::vector<unsigned short> xog(P * C + 2 * GUARD), xo2g(P * C + 2 * GUARD);
     CK(cudaMemcpy(xg.data(), d_xg, xg.size() * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(xog.data(), d_xog, xog.size() * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(xo2g.data(), d_xo2g, xo2g.size() * 2, cudaMemcpyDeviceToHost));
     int bad = 0;
     for (int i = 0; i < GUARD; i++)
-        if (xg[i] != GUARD_F || xg[GUARD + P * C + i] != GUARD_F || xog[i] != GUARD_H || xog[GUARD + P * C + i] != GUARD_H) {
+        if (xg[i] != GUARD_F || xg[GUARD + P * C + i] != GUARD_F || xog[i] != GUARD_H ||
+            xog[GUARD + P * C + i] != GUARD_H || xo2g[i] != GUARD_H || xo2g[GUARD + P * C + i] != GUARD_H) {
             if (bad < 1) printf("FAIL: guard zone overwritten (offset %d)\n", i);
             bad++;
         }
     const float *xr = xg.data() + GUARD;
-    const unsigned short *xo = xog.data() + GUARD;
+    const unsigned short *xo = xog.data() + GUARD, *xo2 = xo2g.data() + GUARD;
 
     /* xh_out == T(x), every element */
     long long bad_h = 0;
@@ -204,6 +231,16 @@ static int run_case(const lfe_case &k, double *ms_out) {
             bad_h++;
         }
     if (bad_h) printf("FAIL: %lld xh_out elements differ from T(x)\n", bad_h);
+
+    /* x = NULL: every element written (no NaN left of the 0xff fill; the sampled reference below does not see
+       every pixel of the large case) */
+    long long bad_w = 0;
+    for (long long i = 0; i < P * C; i++)
+        if (!(TT::val(xo2[i]) == TT::val(xo2[i]))) {
+            if (bad_w < 5) printf("FAIL (x = NULL): xh_out[%lld] = 0x%04x not written\n", i, xo2[i]);
+            bad_w++;
+        }
+    if (bad_w) printf("FAIL (x = NULL): %lld xh_out elements not written\n", bad_w);
 
     /* reference */
     std::vector<double> w0d(E * C), w1d(C * E), xhd(P * C);
@@ -248,6 +285,10 @@ static int run_case(const lfe_case &k, double *ms_out) {
     double atol, rtol, max_abs = 0.0, max_rel = 0.0;
     tolerance(TT::act(), &atol, &rtol);
     long long bad_x = 0;
+    /* half stream: largest |err|, largest distance from T(ref) in ulps, values more than 1 ulp away, failures */
+    double max_abs_h = 0.0;
+    int max_ulp_h = 0;
+    long long beyond_h = 0, bad_h2 = 0;
     std::vector<double> nb(9 * (size_t)E), zero(E, 0.0);
     for (int p : pix) {
         const int img = p / (Hp * Wp), y = p / Wp % Hp, xx = p % Wp;
@@ -264,8 +305,9 @@ static int run_case(const lfe_case &k, double *ms_out) {
             }
         }
         for (int c = 0; c < C; c++) {
-            double acc = (double)x[(long long)p * C + c] + b1[c];
-            for (int j = 0; j < E; j++) acc += w1d[(long long)c * E + j] * hat[tap1[j]][j];
+            double g2 = b1[c]; /* b1 + GEMM2, shared by both variants */
+            for (int j = 0; j < E; j++) g2 += w1d[(long long)c * E + j] * hat[tap1[j]][j];
+            const double acc = (double)x[(long long)p * C + c] + g2;
             const double got = xr[(long long)p * C + c], err = fabs(got - acc);
             max_abs = std::max(max_abs, err);
             max_rel = std::max(max_rel, err / std::max(fabs(acc), 1.0)); /* relative, floor 1 */
@@ -273,21 +315,44 @@ static int run_case(const lfe_case &k, double *ms_out) {
                 if (bad_x < 8) printf("FAIL: img %d y %d x %d c %d: got %.6f, ref %.6f\n", img, y, xx, c, got, acc);
                 bad_x++;
             }
+
+            /* x = NULL: the residual is the T value xh_in itself */
+            const double ref = xhd[(long long)p * C + c] + g2, tol = atol + rtol * fabs(ref);
+            const unsigned short gb = xo2[(long long)p * C + c];
+            const double gh = TT::val(gb);
+            const int og = ord16(gb), ulps = abs(og - ord16(TT::round((float)ref)));
+            const bool in_range =
+                ord16(TT::round((float)(ref - tol))) <= og && og <= ord16(TT::round((float)(ref + tol)));
+            if (gh == gh) {
+                max_abs_h = std::max(max_abs_h, fabs(gh - ref));
+                max_ulp_h = std::max(max_ulp_h, ulps);
+                if (ulps > 1) beyond_h++;
+            }
+            if (!(gh == gh && (ulps <= 1 || in_range))) {
+                if (bad_h2 < 8)
+                    printf("FAIL (x = NULL): img %d y %d x %d c %d: xh_out 0x%04x = %.6f, ref %.6f (T(ref) 0x%04x)\n",
+                           img, y, xx, c, gb, gh, ref, TT::round((float)ref));
+                bad_h2++;
+            }
         }
     }
     printf("x: %zu pixels checked, max |err| %.3g, max rel err %.3g (tol %.0e + %.0e*|ref|), %lld over\n", pix.size(),
            max_abs, max_rel, atol, rtol, bad_x);
-    bad += (int)std::min(bad_x + bad_h, 1000000LL);
+    printf("xh_out (x = NULL): %zu pixels checked, max |err| %.3g, max %d ulp from T(ref), %lld beyond 1 ulp, "
+           "%lld outside T(ref -+ tol)\n",
+           pix.size(), max_abs_h, max_ulp_h, beyond_h, bad_h2);
+    bad += (int)std::min(bad_x + bad_h + bad_w + bad_h2, 1000000LL);
 
-    if (k.timed) {
+    /* median time of one variant; bytes are what it must move (halo re-reads not counted) */
+    auto time_it = [&](const elan_cuda_lfe_args &ta, const char *label, double bytes) {
         const int warm = 5, runs = 100;
-        for (int i = 0; i < warm; i++) CK(elan_cuda_lfe_fused(&a, 0));
+        for (int i = 0; i < warm; i++) CK(elan_cuda_lfe_fused(&ta, 0));
         CK(cudaDeviceSynchronize());
         std::vector<cudaEvent_t> ev(2 * runs);
         for (auto &e : ev) CK(cudaEventCreate(&e));
         for (int i = 0; i < runs; i++) {
             CK(cudaEventRecord(ev[2 * i], 0));
-            CK(elan_cuda_lfe_fused(&a, 0));
+            CK(elan_cuda_lfe_fused(&ta, 0));
             CK(cudaEventRecord(ev[2 * i + 1], 0));
         }
         CK(cudaDeviceSynchronize());
@@ -296,14 +361,18 @@ static int run_case(const lfe_case &k, double *ms_out) {
         for (auto &e : ev) CK(cudaEventDestroy(e));
         std::sort(t.begin(), t.end());
         const double med = t[runs / 2];
-        /* bytes LFE must move: xh_in read, x read + written, xh_out written (halo re-reads not counted) */
-        const double bytes = (double)P * C * (2 + 4 + 4 + 2);
-        printf("time: median %.4f ms (min %.4f, max %.4f) over %d runs, %.0f GB/s effective\n", med, t[0], t[runs - 1],
-               runs, bytes / (med * 1e-3) / 1e9);
-        if (ms_out) *ms_out = med;
+        printf("%s: median %.4f ms (min %.4f, max %.4f) over %d runs, %.0f GB/s effective\n", label, med, t[0],
+               t[runs - 1], runs, bytes / (med * 1e-3) / 1e9);
+        return med;
+    };
+    if (k.timed) {
+        /* fp32 x: xh_in read, x read + written, xh_out written; x = NULL: xh_in read, xh_out written */
+        const double t32 = time_it(a, "time", (double)P * C * (2 + 4 + 4 + 2));
+        const double th = time_it(a2, "time (x = NULL)", (double)P * C * (2 + 2));
+        if (ms_out) ms_out[0] = t32, ms_out[1] = th;
     }
 
-    cudaFree(d_xg), cudaFree(d_xog), cudaFree(d_xh), cudaFree(d_w0), cudaFree(d_w1);
+    cudaFree(d_xg), cudaFree(d_xog), cudaFree(d_xo2g), cudaFree(d_xh), cudaFree(d_w0), cudaFree(d_w1);
     cudaFree(d_b0), cudaFree(d_b1), cudaFree(d_t0), cudaFree(d_t1);
     printf("%s\n", bad ? "FAIL" : "ok");
     return bad ? 1 : 0;
@@ -344,12 +413,13 @@ int main() {
         {1, 16, 16, 60, 120, 1, 1, 0},  {2, 32, 32, 48, 96, 2, 1, 0},  {1, 48, 64, 64, 128, 2, 1, 0},
         {1, 48, 64, 64, 128, 1, 1, 0},  {3, 16, 32, 32, 64, 2, 1, 0},  {1, 544, 960, 60, 120, 1, 0, 1},
     };
-    double ms[2] = {0, 0};
+    double ms[2][2] = {{0, 0}, {0, 0}}; /* [fp16, bf16][fp32 x, x = NULL] */
     for (const auto &k : cases) {
-        fails += run_case<half_t>(k, k.timed ? &ms[0] : NULL);
-        fails += run_case<bf16_t>(k, k.timed ? &ms[1] : NULL);
+        fails += run_case<half_t>(k, k.timed ? ms[0] : NULL);
+        fails += run_case<bf16_t>(k, k.timed ? ms[1] : NULL);
     }
-    printf("960x544 C=60 e=120: fp16 %.4f ms, bf16 %.4f ms\n", ms[0], ms[1]);
+    printf("960x544 C=60 e=120: fp16 %.4f ms, bf16 %.4f ms\n", ms[0][0], ms[1][0]);
+    printf("960x544 C=60 e=120 x = NULL: fp16 %.4f ms, bf16 %.4f ms\n", ms[0][1], ms[1][1]);
     printf("%s: %d failing case(s)\n", fails ? "FAIL" : "PASS", fails);
     return fails ? 1 : 0;
 }

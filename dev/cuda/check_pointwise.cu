@@ -5,19 +5,21 @@
    Coverage: P in {1, 17, 256, 1000, 522240} (none but 256 a multiple of the 64-pixel tile), shapes
    (cin, cout) = (60, 120) and (60, 60) of ELAN-light plus (48, 96), (64, 128), (13, 37), (20, 30) (every
    compiled n8 tile count: 4, 8, 12, 15, 16 tiles; odd cin and cout), fp16 and bf16, the output mode, the residual
-   mode with xh and without, and five layouts of the rows:
+   mode with xh and without, the half residual stream (out = x = NULL: xh += r in place), and five layouts of the
+   rows (the half stream's xh rows take the x rows' strides):
      dense   strides = row widths (ELAN's case: 120-byte input rows, 8-byte chunks)
      wide    in_stride = 2*cin, out_stride = cout + 8, x_stride = cout + 4
      4-byte  strides = width + 2 (4-byte chunks for the half rows)
      odd     strides = width + 1 (2-byte rows: the plain-load fallback of the input, 1-element stores)
      offset  dense strides with every base pointer moved by 2 elements (alignment taken from the pointer)
-   P = 522240 runs only the ELAN shapes with the dense and wide layouts and the modes out and x+xh; there the
+   P = 522240 runs only the ELAN shapes with the dense and wide layouts and the modes out, x+xh and half; there the
    values are compared on the first and last 1024 rows and every 97th row, and the untouched checks cover every
    row.
 
-   Inputs: every value non-zero with magnitude 1..10 and a random sign (in, x, bias); weights 0.1..1 so that the
-   sums stay ~10..300 and far from fp16's 65504. Padding columns of the input rows hold NaN: a kernel that read
-   them would poison its row. Output padding columns and 2 guard rows past P hold a sentinel and must keep it.
+   Inputs: every value non-zero with magnitude 1..10 and a random sign (in, x, xh of the half stream, bias);
+   weights 0.1..1 so that the sums stay ~10..300 and far from fp16's 65504. Padding columns of the input rows hold
+   NaN: a kernel that read them would poison its row. Output padding columns (xh's for the half stream) and
+   2 guard rows past P hold a sentinel and must keep it.
 
    Reference: r = b + sum_c w[o][c] * in[p][c] in double from the same T-rounded in and w. Tolerances:
      out (fp16): 1e-2 + 2e-3 |r|. Rounding r to fp16 costs at most 2^-11 |r| (4.9e-4 |r|); the fp32
@@ -28,6 +30,12 @@
                  tensor cores' internal alignment of each k16 sum; the add of the old x one fp32 rounding.
      xh:         the out tolerance of its type around the reference new x (one rounding of a value already within
                  the x tolerance).
+     half:       ref = float(xh) + r, rounded once to T by the kernel. The kernel's fp32 value lies within the x
+                 tolerance of ref, so its rounding lies between T(ref - tol) and T(ref + tol); accepted: inside
+                 that range, or at most 1 ulp of T from T(ref) (the fp32 sum and ref on two sides of a rounding
+                 midpoint). Near ref = 0 (|ref| < ~0.05 in fp16: cancellation of xh and r) the fp32 error can span
+                 more than one ulp of T; such values pass by the range and are counted and printed ("beyond
+                 1 ulp"), so that a growing count shows.
    Exit status non-zero on any failure. */
 #include "cuda_common.h"
 
@@ -100,8 +108,8 @@ static uint16_t nan_bits(int act) { return act == ELAN_ACT_F16 ? 0x7E00 : 0x7FC0
 static const uint32_t SENT32 = 0x4640E6B7u; /* 12345.678f */
 #define GUARD 2                             /* rows past P that must stay untouched */
 
-enum { MODE_OUT = 0, MODE_XH = 1, MODE_X = 2 };
-static const char *mode_name[] = {"out", "x+xh", "x"};
+enum { MODE_OUT = 0, MODE_XH = 1, MODE_X = 2, MODE_HALF = 3, MODE_N };
+static const char *mode_name[] = {"out", "x+xh", "x", "half"};
 enum { LAY_DENSE, LAY_WIDE, LAY_4B, LAY_ODD, LAY_OFFSET, LAY_N };
 static const char *lay_name[] = {"dense", "wide", "4-byte", "odd", "offset"};
 
@@ -110,8 +118,20 @@ struct tol_t {
 };
 static tol_t half_tol(int act) { return act == ELAN_ACT_F16 ? tol_t{1e-2, 2e-3} : tol_t{8e-2, 1e-2}; }
 
+/* Rounding of the half stream's sum as the kernel does it (elan_from_f: fp16 saturates at +-65504). */
+static uint16_t round_out(double v, int act) {
+    float f = (float)v;
+    if (act == ELAN_ACT_F16 && f == f) f = std::min(std::max(f, -65504.0f), 65504.0f);
+    return to_bits(f, act);
+}
+/* 16-bit float bits (fp16 or bf16) as integers ordered like their values, adjacent values 1 apart (+0 = -0 = 0):
+   the difference of two is their distance in ulps. */
+static int ord16(uint16_t u) { return (u & 0x8000) ? -(int)(u & 0x7FFF) : (int)u; }
+
 static int failures = 0;
-static double worst_all[3][3]; /* [act][mode]: largest error / tolerance over all cases */
+static double worst_all[3][MODE_N]; /* [act][mode]: largest error / tolerance over all cases (not for half) */
+static int max_ulp_all[3];          /* [act]: half stream, largest distance from T(ref) in ulps */
+static long long beyond_all[3];     /* [act]: half stream, values more than 1 ulp from T(ref) (passed by the range) */
 
 /* Runs one configuration and checks it; returns the number of bad values (also counted in failures). */
 static long long run_case(long long P, int cin, int cout, int act, int mode, int lay) {
@@ -138,6 +158,11 @@ static long long run_case(long long P, int cin, int cout, int act, int mode, int
     std::vector<float> h_x0;
     if (mode == MODE_OUT) {
         h_o16.assign((size_t)rows_o * o_stride, SENT16);
+    } else if (mode == MODE_HALF) {
+        /* the stream itself: live values random, padding columns and guard rows the sentinel */
+        h_o16.assign((size_t)rows_o * o_stride, SENT16);
+        for (long long p = 0; p < P; p++)
+            for (int o = 0; o < cout; o++) h_o16[(size_t)p * o_stride + o] = rnd_act(act);
     } else {
         float sent;
         memcpy(&sent, &SENT32, 4);
@@ -160,7 +185,7 @@ static long long run_case(long long P, int cin, int cout, int act, int mode, int
         CK(cudaMalloc(&d_o16, (h_o16.size() + shift) * 2));
         CK(cudaMemcpy(d_o16 + shift * 2, h_o16.data(), h_o16.size() * 2, cudaMemcpyHostToDevice));
     }
-    if (mode != MODE_OUT) {
+    if (!h_x0.empty()) {
         CK(cudaMalloc(&d_x, (h_x0.size() + shift) * 4));
         CK(cudaMemcpy(d_x + shift * 4, h_x0.data(), h_x0.size() * 4, cudaMemcpyHostToDevice));
     }
@@ -171,8 +196,8 @@ static long long run_case(long long P, int cin, int cout, int act, int mode, int
     a.w = d_w;
     a.b = d_b;
     a.out = mode == MODE_OUT ? d_o16 + shift * 2 : NULL;
-    a.x = mode == MODE_OUT ? NULL : (float *)(d_x + shift * 4);
-    a.xh = mode == MODE_XH ? d_o16 + shift * 2 : NULL;
+    a.x = d_x ? (float *)(d_x + shift * 4) : NULL;
+    a.xh = mode == MODE_XH || mode == MODE_HALF ? d_o16 + shift * 2 : NULL;
     a.in_stride = in_stride;
     a.out_stride = mode == MODE_OUT ? o_stride : 0;
     a.x_stride = mode == MODE_OUT ? 0 : o_stride;
@@ -185,7 +210,7 @@ static long long run_case(long long P, int cin, int cout, int act, int mode, int
     std::vector<uint16_t> g_o16(h_o16.size());
     std::vector<float> g_x(h_x0.size());
     if (!h_o16.empty()) CK(cudaMemcpy(g_o16.data(), d_o16 + shift * 2, g_o16.size() * 2, cudaMemcpyDeviceToHost));
-    if (mode != MODE_OUT) CK(cudaMemcpy(g_x.data(), d_x + shift * 4, g_x.size() * 4, cudaMemcpyDeviceToHost));
+    if (d_x) CK(cudaMemcpy(g_x.data(), d_x + shift * 4, g_x.size() * 4, cudaMemcpyDeviceToHost));
     CK(cudaFree(d_in));
     CK(cudaFree(d_w));
     CK(cudaFree(d_b));
@@ -196,8 +221,9 @@ static long long run_case(long long P, int cin, int cout, int act, int mode, int
     std::vector<double> wf((size_t)cout * cin);
     for (size_t i = 0; i < wf.size(); i++) wf[i] = from_bits(h_w[i], act);
     const tol_t ht = half_tol(act);
-    long long bad = 0, checked = 0;
+    long long bad = 0, checked = 0, beyond = 0; /* beyond: half stream values more than 1 ulp from T(ref) */
     double worst = 0.0; /* largest error / tolerance */
+    int max_ulp = 0;
     char what[160];
     snprintf(what, sizeof what, "%s P=%lld %d->%d %s %s", act == ELAN_ACT_F16 ? "fp16" : "bf16", P, cin, cout,
              mode_name[mode], lay_name[lay]);
@@ -226,6 +252,19 @@ static long long run_case(long long P, int cin, int cout, int act, int mode, int
                     const double err = fabs(got - r);
                     worst = std::max(worst, err / tol);
                     if (!(err <= tol)) report("out", p, o, got, r, tol);
+                } else if (mode == MODE_HALF) {
+                    /* the old value is the T value the kernel read; the fp32 bound is the x mode's (see top) */
+                    const double ref = (double)from_bits(h_o16[i], act) + r;
+                    const double tol = 1e-4 + 1e-5 * S + 1e-6 * fabs(ref);
+                    const double got = from_bits(g_o16[i], act);
+                    const int og = ord16(g_o16[i]), ulps = abs(og - ord16(round_out(ref, act)));
+                    const bool in_range =
+                        ord16(round_out(ref - tol, act)) <= og && og <= ord16(round_out(ref + tol, act));
+                    if (got == got) {
+                        max_ulp = std::max(max_ulp, ulps);
+                        if (ulps > 1) beyond++;
+                    }
+                    if (!(got == got && (ulps <= 1 || in_range))) report("xh half", p, o, got, ref, tol);
                 } else {
                     const double ref = (double)h_x0[i] + r;
                     const double got = g_x[i], tol = 1e-4 + 1e-5 * S + 1e-6 * fabs(ref);
@@ -244,14 +283,20 @@ static long long run_case(long long P, int cin, int cout, int act, int mode, int
         for (int o = live ? cout : 0; o < o_stride; o++) {
             const size_t i = (size_t)p * o_stride + o;
             if (!h_o16.empty() && g_o16[i] != SENT16) report("untouched half", p, o, from_bits(g_o16[i], act), 0, 0);
-            if (mode != MODE_OUT && memcmp(&g_x[i], &h_x0[i], 4) != 0) report("untouched x", p, o, g_x[i], h_x0[i], 0);
+            if (d_x && memcmp(&g_x[i], &h_x0[i], 4) != 0) report("untouched x", p, o, g_x[i], h_x0[i], 0);
         }
     }
     worst_all[act][mode] = std::max(worst_all[act][mode], worst);
+    if (mode == MODE_HALF) {
+        max_ulp_all[act] = std::max(max_ulp_all[act], max_ulp);
+        beyond_all[act] += beyond;
+    }
     if (bad) {
         fprintf(stderr, "FAIL %s: %lld bad values\n", what, bad);
         failures++;
-    } else if (P >= 100000)
+    } else if (P >= 100000 && mode == MODE_HALF)
+        printf("ok   %s (%lld values, max %d ulp from T(ref), %lld beyond 1 ulp)\n", what, checked, max_ulp, beyond);
+    else if (P >= 100000)
         printf("ok   %s (%lld values, worst err/tol %.3f)\n", what, checked, worst);
     return bad;
 }
@@ -278,9 +323,16 @@ static void time_case(int cin, int cout, int act, int mode) {
     std::vector<uint16_t> hin((size_t)P * cin);
     for (auto &v : hin) v = rnd_act(act);
     std::vector<float> hx;
-    if (mode != MODE_OUT) {
+    if (mode == MODE_XH || mode == MODE_X) {
         hx.resize((size_t)P * cout);
         for (auto &v : hx) v = rnd_mag(1.0f, 10.0f);
+    }
+    /* the half stream is updated in place by every run: a buffer gains the same r (|r| <= ~610) on each of its ~22
+       runs, which keeps its values far below fp16's 65504 */
+    std::vector<uint16_t> hxh;
+    if (mode == MODE_HALF) {
+        hxh.resize((size_t)P * cout);
+        for (auto &v : hxh) v = rnd_act(act);
     }
     for (int i = 0; i < NBUF; i++) {
         b[i].out = b[i].xh = NULL;
@@ -289,6 +341,9 @@ static void time_case(int cin, int cout, int act, int mode) {
         CK(cudaMemcpy(b[i].in, hin.data(), hin.size() * 2, cudaMemcpyHostToDevice));
         if (mode == MODE_OUT) {
             CK(cudaMalloc(&b[i].out, (size_t)P * cout * 2));
+        } else if (mode == MODE_HALF) {
+            CK(cudaMalloc(&b[i].xh, (size_t)P * cout * 2));
+            CK(cudaMemcpy(b[i].xh, hxh.data(), hxh.size() * 2, cudaMemcpyHostToDevice));
         } else {
             CK(cudaMalloc(&b[i].x, (size_t)P * cout * 4));
             CK(cudaMemcpy(b[i].x, hx.data(), hx.size() * 4, cudaMemcpyHostToDevice));
@@ -324,6 +379,7 @@ static void time_case(int cin, int cout, int act, int mode) {
     const double med = ms[RUNS / 2];
     double bytes = (double)P * (cin * 2.0);
     if (mode == MODE_OUT) bytes += (double)P * cout * 2.0;
+    else if (mode == MODE_HALF) bytes += (double)P * cout * 4.0; /* xh read and written */
     else bytes += (double)P * cout * (8.0 + (mode == MODE_XH ? 2.0 : 0.0));
     printf("time %s %d->%d %-4s P=%lld: median %.4f ms (min %.4f, max %.4f), %.0f GB/s effective\n",
            act == ELAN_ACT_F16 ? "fp16" : "bf16", cin, cout, mode_name[mode], P, med, ms[0], ms[RUNS - 1],
@@ -361,17 +417,21 @@ int main(void) {
     for (long long P : Ps)
         for (int si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++)
             for (int act : acts)
-                for (int mode = 0; mode < 3; mode++)
+                for (int mode = 0; mode < MODE_N; mode++)
                     for (int lay = 0; lay < LAY_N; lay++) {
                         if (P > 100000 && (si > 1 || lay > LAY_WIDE || mode == MODE_X)) continue;
                         run_case(P, shapes[si][0], shapes[si][1], act, mode, lay);
                         cases++;
                     }
     printf("%lld cases, %d failed\n", cases, failures);
-    for (int act : acts)
-        for (int mode = 0; mode < 3; mode++)
-            printf("  %s %-4s: worst error / tolerance %.3f\n", act == ELAN_ACT_F16 ? "fp16" : "bf16", mode_name[mode],
-                   worst_all[act][mode]);
+    for (int act : acts) {
+        for (int mode = 0; mode < MODE_N; mode++)
+            if (mode != MODE_HALF)
+                printf("  %s %-4s: worst error / tolerance %.3f\n", act == ELAN_ACT_F16 ? "fp16" : "bf16",
+                       mode_name[mode], worst_all[act][mode]);
+        printf("  %s half: max %d ulp from T(ref), %lld values beyond 1 ulp (inside the fp32 bound)\n",
+               act == ELAN_ACT_F16 ? "fp16" : "bf16", max_ulp_all[act], beyond_all[act]);
+    }
     if (failures) {
         printf("FAIL pointwise\n");
         return 1;
@@ -381,6 +441,7 @@ int main(void) {
         time_case(60, 120, act, MODE_OUT); /* project_inp of a computing GMSA */
         time_case(60, 60, act, MODE_OUT);  /* project_inp of a reusing GMSA */
         time_case(60, 60, act, MODE_XH);   /* project_out into x, xh refreshed */
+        time_case(60, 60, act, MODE_HALF); /* project_out into the half residual stream */
     }
     printf("PASS pointwise\n");
     return 0;

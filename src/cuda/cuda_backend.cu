@@ -14,11 +14,14 @@
      tail                      x + hb -> out (NCHW, cropped)           conv3x3.cu
    g holds the block's computing project_inp output until the block ends, so reusing GMSAs recompute the
    block's attention maps from its q (gmsa.cu says why).
-   In fp16 / bf16 (the default on a GPU) a pair is 4 launches instead (fused_lfe, fused_pw, attn3):
+   In fp16 / bf16 (the default on a GPU) a pair is 3 launches instead (fused_lfe, fused_attn, fused_pw):
        fused LFE               xh[cur] (halo), x -> x, xh[cur ^ 1]; cur flips                lfe_fused.cu
-       project_inp + bias      xh[cur] -> g (computing) or t (reusing)                      pointwise.cu
-       attention, 3 groups     q, v -> sA, one launch                                        gmsa.cu
+       attention, 3 groups,    xh[cur] -> sA, one launch; project_inp inside; the         gmsa.cu
+         project_inp fused     computing GMSA leaves its q (fp16) in g for the reusing ones
        project_out + residual  sA, x -> x, xh[cur]                                           pointwise.cu
+   The residual stream is xh itself (half_x: x is not touched in the body, the LFE and project_out update xh,
+   and x is filled from it once before the tail); ELANSR_CUDA_HALF_X=0 keeps it in fp32 (4 bytes more per
+   element and access). ELANSR_CUDA_FUSED_ATTN=0 puts project_inp back into its own pointwise kernel (4 launches).
    The unfused order above stays for fp32 / tf32 and behind ELANSR_CUDA_FUSED=0.
 
    Every 1x1 conv is out[P][cout] = in[P][cin] * W^T. cuBLAS is column-major, where an NHWC [P][cin] array is a
@@ -34,9 +37,10 @@
    fp16 / bf16 (elansr precision FP16 / BF16): the 1x1-conv weights are converted once at creation; sA, t and
    g hold half values, and the GEMMs are cublasGemmEx with half A and B, fp32 compute (tensor cores), and a
    half C for the GEMMs that start an activation (c0, project_inp) or a float C for the two that accumulate
-   into the residual stream (c1, project_out: beta = 1 on the fp32 x). The residual stream x and hb stay fp32
-   (50 roundings of x to bf16 would cost ~0.01 dB); bias_add, which each accumulating GEMM needs anyway,
-   writes xh, the half copy of x that the next shift and project_inp read. Head and tail compute in fp32 from
+   into the residual stream (c1, project_out: beta = 1 on the fp32 x). On that unfused path the residual
+   stream x and hb stay fp32; bias_add, which each accumulating GEMM needs anyway, writes xh, the half copy of
+   x that the next shift and project_inp read. (The fused path keeps the residual stream in half precision,
+   above: measured, it costs no Set5 PSNR in fp16 and 0.0008 dB in bf16.) Head and tail compute in fp32 from
    and to fp32, as does the attention's math (gmsa.cu). fp16 saturates at +-65504 in every kernel store; a
    GEMM's half output (c0, project_inp) is cuBLAS's conversion and overflows to inf past that: real images
    stay in the hundreds, pure noise can reach ~1e5 (use bf16 or fp32 for such inputs).
@@ -113,6 +117,8 @@ typedef struct {
     int attn3;                  /* half modes: the three attention groups in one launch (gmsa.cu) */
     int fused_pw;               /* half modes: project_inp / project_out as pointwise.cu kernels with the bias
                                    (and the residual update) fused, instead of cuBLAS + bias_add */
+    int half_x;                 /* fused half modes: the residual stream is xh itself (no fp32 x in the body) */
+    int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
     dblock *blocks;
     const float *sub_mean, *head_w, *head_b, *tail_w, *tail_b;
     plan_t plan;
@@ -461,7 +467,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
             /* LFE */
             if (be->fused_lfe) {
                 elan_cuda_lfe_args la;
-                la.xh_in = pl->xh[cur], la.x = pl->x, la.xh_out = pl->xh[cur ^ 1];
+                la.xh_in = pl->xh[cur], la.x = be->half_x ? NULL : pl->x, la.xh_out = pl->xh[cur ^ 1];
                 la.w0 = d->c0.w, la.b0 = d->c0.b, la.tap0 = d->tap0, la.w1 = d->c1.w, la.b1 = d->c1.b, la.tap1 = d->tap1;
                 la.act = be->act, la.C = C, la.e = d->c0.cout, la.n = pl->n, la.Hp = pl->Hp, la.Wp = pl->Wp;
                 LAUNCH(elan_cuda_lfe_fused(&la, s), "fused lfe");
@@ -476,6 +482,33 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 LAUNCH(elan_cuda_bias_add(pl->x, d->c1.b, pl->xh[cur], be->act, C, pl->P, s), "lfe bias");
             }
             /* GMSA */
+            if (be->fused_attn) {
+                /* project_inp inside the attention: the computing GMSA leaves its q (fp16) in g for the
+                   block's reusing GMSAs */
+                elan_cuda_attn_args ats[3];
+                memset(ats, 0, sizeof ats);
+                for (int gi = 0; gi < 3; gi++) {
+                    elan_cuda_attn_args &at = ats[gi];
+                    at.act = be->act, at.k = k, at.ws = be->windows[gi], at.shift = b->shifted ? be->windows[gi] / 2 : 0;
+                    at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
+                    at.y = act_at(be, pl->sA, gi * k), at.y_stride = C;
+                    at.x = pl->xh[cur], at.x_stride = C, at.cin = C;
+                    const int r0 = d->computes ? gi * 2 * k : gi * k; /* first project_inp row of the group's v or q */
+                    if (d->computes) {
+                        at.wq = (const char *)d->pin.w + (size_t)r0 * C * be->esz, at.bq = d->pin.b + r0;
+                        at.wv = (const char *)d->pin.w + (size_t)(r0 + k) * C * be->esz, at.bv = d->pin.b + r0 + k;
+                        at.q_out = (__half *)pl->g + gi * k, at.q_out_stride = C;
+                    } else {
+                        at.q = (const __half *)pl->g + gi * k, at.q_stride = C;
+                        at.wv = (const char *)d->pin.w + (size_t)r0 * C * be->esz, at.bv = d->pin.b + r0;
+                    }
+                }
+                LAUNCH(elan_cuda_attn3(ats, s), "attention (with project_inp)");
+                pw.in = pl->sA, pw.in_stride = C, pw.w = d->pout.w, pw.b = d->pout.b, pw.cin = C, pw.cout = C;
+                pw.out = NULL, pw.out_stride = 0, pw.x = be->half_x ? NULL : pl->x, pw.xh = pl->xh[cur], pw.x_stride = C;
+                LAUNCH(elan_cuda_pw(&pw, s), "project_out");
+                continue;
+            }
             void *pin_out = d->computes ? pl->g : pl->t;
             const float *v_bias = d->pin.b;
             if (be->fused_pw) {
@@ -488,6 +521,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 if (d->computes) q_bias = d->pin.b;
             }
             elan_cuda_attn_args ats[3];
+            memset(ats, 0, sizeof ats); /* x == NULL: q and v come from memory */
             for (int gi = 0; gi < 3; gi++) {
                 elan_cuda_attn_args &at = ats[gi];
                 at.act = be->act;
@@ -507,7 +541,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
             if (be->attn3) LAUNCH(elan_cuda_attn3(ats, s), "attention");
             if (be->fused_pw) {
                 pw.in = pl->sA, pw.in_stride = C, pw.w = d->pout.w, pw.b = d->pout.b, pw.cin = C, pw.cout = C;
-                pw.out = NULL, pw.out_stride = 0, pw.x = pl->x, pw.xh = pl->xh[cur], pw.x_stride = C;
+                pw.out = NULL, pw.out_stride = 0, pw.x = be->half_x ? NULL : pl->x, pw.xh = pl->xh[cur], pw.x_stride = C;
                 LAUNCH(elan_cuda_pw(&pw, s), "project_out");
             } else {
                 GEMM(&d->pout, pl->sA, pl->x, 1.0f, 1, "project_out");
@@ -517,6 +551,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
     }
 #undef XIN
     bi = -1;
+    if (be->half_x) LAUNCH(elan_cuda_to_f32(pl->xh[cur], pl->x, be->act, pl->P * C, s), "residual to fp32");
     elan_cuda_tail_args ta;
     ta.x = pl->x, ta.hb = pl->hb, ta.w = be->tail_w, ta.b = be->tail_b, ta.out = d_out;
     ta.n = pl->n, ta.H = pl->h, ta.W = pl->w, ta.Hp = pl->Hp, ta.Wp = pl->Wp, ta.C = C, ta.scale = be->scale;
@@ -760,6 +795,14 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
             if (elan_cuda_pw_supported(be->C, b->gmsa[j].proj_in.cout) || elan_cuda_pw_supported(be->C, be->C)) be->fused_pw = 0;
         }
     }
+    /* The half residual stream, in both half modes (Set5 measured: fp16 32.4376, bf16 32.4368 against fp32
+       32.4376; error statistics in docs/ACCURACY.md); ELANSR_CUDA_HALF_X=0 keeps x in fp32. */
+    const char *hx = getenv("ELANSR_CUDA_HALF_X");
+    be->half_x = be->fused_lfe && be->fused_pw && !(hx && hx[0] == '0');
+    /* project_inp fused into the attention (ELANSR_CUDA_FUSED_ATTN=0 keeps the separate pointwise kernel) */
+    const char *fa = getenv("ELANSR_CUDA_FUSED_ATTN");
+    be->fused_attn = be->fused_pw && !(fa && fa[0] == '0') &&
+                     elan_cuda_attn3_proj_supported(be->k, be->C, m->windows, be->act) == 0;
 
     stage_t sg = {NULL, 0, 0};
     stage_model(be, m, &sg);
@@ -784,17 +827,21 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
         for (int bi = 0; bi < m->n_blocks; bi++)
             for (int j = 0; j < m->blocks[bi].n_pairs; j++)
                 CU(elan_cuda_lfe_fused_prepare(be->C, m->blocks[bi].lfe[j].c0.conv.cout, be->act), "cudaFuncSetAttribute (fused lfe)");
+    if (be->fused_attn) CU(elan_cuda_attn3_proj_prepare(be->k, be->C, be->windows, be->act), "cudaFuncSetAttribute (attention)");
     if (be->fused_pw) {
         CU(elan_cuda_pw_prepare(be->C, be->C, be->act), "cudaFuncSetAttribute (pointwise)");
         CU(elan_cuda_pw_prepare(be->C, 2 * be->C, be->act), "cudaFuncSetAttribute (pointwise)");
     }
     if (p->verbose)
-        fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s%s%s\n", be->base.device_name, be->weights_bytes / MIB,
-                be->act == ELAN_ACT_F16    ? "fp16 activations, fp32 accumulation and residual stream"
+        fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s%s%s%s\n", be->base.device_name, be->weights_bytes / MIB,
+                be->half_x                 ? (be->act == ELAN_ACT_F16 ? "fp16 activations and residual stream, fp32 accumulation"
+                                                                       : "bf16 activations and residual stream, fp32 accumulation")
+                : be->act == ELAN_ACT_F16  ? "fp16 activations, fp32 accumulation and residual stream"
                 : be->act == ELAN_ACT_BF16 ? "bf16 activations, fp32 accumulation and residual stream"
                 : math == CUBLAS_TF32_TENSOR_OP_MATH ? "tf32 GEMMs"
                                                      : "fp32",
-                be->fused_lfe ? ", fused LFE" : "", be->fused_pw ? ", fused 1x1 convs" : "");
+                be->fused_lfe ? ", fused LFE" : "", be->fused_pw ? ", fused 1x1 convs" : "",
+                be->fused_attn ? ", project_inp in the attention" : "");
     return ELANSR_OK;
 }
 

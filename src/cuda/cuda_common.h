@@ -75,11 +75,12 @@ typedef struct {
    (w0: [e][C], w1: [C][e], PyTorch layout, in the activation type) and shift0/shift1 move channel c by its tap
    (ky*3 + kx: value from pixel (y + ky - 1, x + kx - 1), zero outside the padded Hp x Wp image). The relu output
    is what shift1 zero-fills. Reads the half copy xh_in of x over each tile and a 2-pixel halo, and the fp32 x
-   of the tile; writes the new x (in place, own pixels only) and its half copy to xh_out. xh_out must not alias
+   of the tile; writes the new x (in place, own pixels only) and its half copy to xh_out. With x == NULL the
+   residual stream is the half tensor itself (xh_out = xh_in + LFE(xh_in), rounded once). xh_out must not alias
    xh_in: neighbouring tiles still read the old values. */
 typedef struct {
     const void *xh_in;          /* act, P x C */
-    float *x;                   /* P x C, updated in place */
+    float *x;                   /* P x C, updated in place; NULL: half residual stream */
     void *xh_out;               /* act, P x C */
     const void *w0;             /* act, e x C */
     const float *b0;            /* e */
@@ -96,7 +97,8 @@ typedef struct {
 
 /* A 1x1 conv over P pixels on tensor cores with its epilogue fused: r = in[p] . w^T + b (fp32 accumulation),
    then either out[p] = r in the activation type (x == NULL), or x[p] += r in fp32 and, when xh is not NULL,
-   xh[p] = x[p] in the activation type (out == NULL). Rows are read and written at the given strides (elements). */
+   xh[p] = x[p] in the activation type (out == NULL), or (out == NULL, x == NULL: the half residual stream)
+   xh[p] += r, summed in fp32 and rounded once. Rows are read and written at the given strides (elements). */
 typedef struct {
     const void *in;             /* act, P rows of cin */
     const void *w;              /* act, cout x cin */
@@ -125,6 +127,16 @@ typedef struct {
     int q_stride, v_stride, y_stride;
     int k, ws, shift;
     int n, Hp, Wp;
+    /* project_inp fused (elan_cuda_attn3 only; elan_cuda_attn3_proj_supported says for which shapes): when x is
+       not NULL the kernel forms its group's operands itself from x (act, cin channels at x_stride):
+       v = x wv^T + bv, and q = x wq^T + bq, also written as fp16 to q_out (at q_out_stride) when that is not
+       NULL; or, with wq == NULL, q is read as fp16 from q (at q_stride, no bias): the block's first GMSA wrote
+       it to its q_out. wq, wv: act, k rows of cin (PyTorch layout). v, v_bias, q_bias are then unused. */
+    const void *x;
+    const void *wq, *wv;
+    const float *bq, *bv;
+    void *q_out;
+    int x_stride, cin, q_out_stride;
 } elan_cuda_attn_args;
 
 #ifdef __cplusplus
@@ -141,6 +153,8 @@ cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
 /* x[p][c] += b[c] over pixels*C elements (bias of a 1x1 conv whose GEMM accumulated into x with beta = 1);
    when xh is not NULL, also xh = x converted to act (fp16 saturating at +-65504). */
 cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, int act, int C, long long pixels, cudaStream_t s);
+/* x[e] = xh[e] for count elements (act fp16 or bf16): the half residual stream back to fp32 for the tail. */
+cudaError_t elan_cuda_to_f32(const void *xh, float *x, int act, long long count, cudaStream_t s);
 
 /* 0 when the fused LFE kernel handles C planes with e hidden channels, else -1 (the caller falls back to
    shift + GEMM + shift + GEMM). */
@@ -169,6 +183,10 @@ cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s);
 int elan_cuda_attn3_supported(int k, const int ws[3], int act);
 cudaError_t elan_cuda_attn3_prepare(int k, const int ws[3], int act);
 cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s);
+/* 0 when elan_cuda_attn3 can also fuse project_inp (x != NULL) for groups of k channels from cin, else -1;
+   prepare raises that variant's shared-memory limit. */
+int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], int act);
+cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws[3], int act);
 
 #ifdef __cplusplus
 }

@@ -246,6 +246,15 @@ struct attn_mma_shape {
 };
 #define ATTN_SMEM(KP16) (2 * ATTN_TOK * ((KP16) * 16 + 8) * sizeof(__half) + ATTN_TOK * sizeof(int))
 
+/* The fused project_inp (attn_project): the CTA's x rows (cin <= 64, zero-padded to 64), the group's weights as
+   NW = 8 * (2 KP16 + NV) rows (q rows, zero to KP; v rows, zero to 8 NV) and their biases, after the above. Row
+   stride 72 halves (144 bytes: the 8 rows of an ldmatrix phase on 8 different 16-byte bank groups). */
+#define ATTN_XR 72
+#define ATTN_NW(KP16, NV) (8 * (2 * (KP16) + (NV)))
+#define ATTN_PROJ_SMEM(KP16, NV)                                                                                     \
+    (ATTN_SMEM(KP16) + (size_t)(ATTN_TOK + ATTN_NW(KP16, NV)) * ATTN_XR * sizeof(__half) +                         \
+     ATTN_NW(KP16, NV) * sizeof(float))
+
 /* One block of 16*KB keys (KB = 1 or 2) for one m16 tile: S = Q K^T, online softmax update of (m, o),
    o += P V. kf[kb] / vf[kb] are the fragments of keys 16kb .. 16kb + 15 of the block. Two halves per step
    (ws 8 and 16) halve the max/shuffle/rescale work per key against one. */
@@ -315,11 +324,116 @@ static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const 
     if (NV % 2) elan_ldsm_x2_trans(vf[NV - 1], sv + (key0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + (NV - 1) * 8);
 }
 
+/* project_inp fused into the attention (a.x != NULL): the CTA's operands are formed on chip instead of being
+   read from a project_inp output. x rows of the CTA's 256 tokens (cp.async, 8-byte pieces, zero for tokens of a
+   CTA past the last region) and the group's weights go to shared memory; each warp multiplies its 32 tokens'
+   rows by the weights on tensor cores (A by ldmatrix from the x tile, K = 64, fp32 accumulators started at the
+   bias) and rounds the results to fp16 straight into sq (q, zero up to KP through zero weight rows) and sv (v;
+   zero columns up to 8 NV - 1, whose bias row is 1: the ones column of the row sums). With a.wq == NULL (a
+   reusing GMSA) q is copied from a.q (fp16, written by the computing GMSA's q_out) instead, and only v is
+   computed. Replaces a separate project_inp kernel that wrote 2C halves a pixel for this one to read back:
+   per pixel the GMSA now reads x (C halves, shared by the three groups' CTAs through L2) and, in a reusing
+   GMSA, q. On return (after a barrier) sq and sv are complete. */
+template <int KP16, int NV, typename T>
+static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a, __half *sq, __half *sv,
+                                                   const int *spix, unsigned char *pbase) {
+    constexpr int ROW = KP16 * 16 + 8, KP = KP16 * 16, NQT = 2 * KP16, NW = ATTN_NW(KP16, NV);
+    T *sx = (T *)pbase;
+    T *sw = sx + ATTN_TOK * ATTN_XR;
+    float *sb = (float *)(sw + NW * ATTN_XR);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int K = a.k, cin = a.cin, CH = cin / 4;
+    const bool own_q = a.wq != NULL;
+
+    /* Every copy is an 8-byte cp.async issued before the one wait: the weights are L2 hits, but loaded by a
+       loop of scalar loads (the first version) they sat on each CTA's critical path, with only 2 CTAs per SM
+       to hide it. Rows of
+       CH pieces are spread over a warp 32 / CH rows at a time (lane -> row, piece by one division per thread),
+       so the lanes read consecutive pieces of neighbouring token rows. */
+    {
+        const int rpw = 32 / CH, lr = lane / CH, lc = 4 * (lane - lr * CH); /* CH <= 16: rpw >= 2 */
+        if (lr < rpw)
+            for (int tok = warp * rpw + lr; tok < ATTN_TOK; tok += 8 * rpw) {
+                const int pt = spix[tok];
+                elan_cp_async8(sx + tok * ATTN_XR + lc, (const T *)a.x + (size_t)(pt >= 0 ? pt : 0) * a.x_stride + lc,
+                               pt >= 0 ? 8u : 0u);
+            }
+    }
+    if (!own_q) { /* q of the block's computing GMSA, fp16, K channels (K % 4 == 0, K <= 32) */
+        const int QC = K / 4, rpw = 32 / QC, lr = lane / QC, lc = 4 * (lane - lr * QC);
+        if (lr < rpw)
+            for (int tok = warp * rpw + lr; tok < ATTN_TOK; tok += 8 * rpw) {
+                const int pt = spix[tok];
+                elan_cp_async8(sq + tok * ROW + lc, (const __half *)a.q + (size_t)(pt >= 0 ? pt : 0) * a.q_stride + lc,
+                               pt >= 0 ? 8u : 0u);
+            }
+        for (int c = K; c < KP; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
+    }
+    /* weights: NW rows of 16 pieces (64 columns); pieces past cin and rows past the real ones are zero-filled */
+    for (int e = tid; e < NW * 16; e += ATTN_TOK) {
+        const int n = e >> 4, c = 4 * (e & 15);
+        const T *src = (const T *)a.wv;
+        bool real = c < cin;
+        if (n < KP) {
+            real = real && own_q && n < K;
+            if (real) src = (const T *)a.wq + n * cin + c;
+        } else {
+            real = real && n - KP < K;
+            if (real) src = (const T *)a.wv + (n - KP) * cin + c;
+        }
+        elan_cp_async8(sw + n * ATTN_XR + c, src, real ? 8u : 0u);
+    }
+    elan_cp_async_commit();
+    for (int c = cin; c < 64; c += 2) *(unsigned *)(sx + tid * ATTN_XR + c) = 0u; /* cin % 4 == 0 */
+    for (int n = tid; n < NW; n += ATTN_TOK)
+        sb[n] = n < KP ? (own_q && n < K ? a.bq[n] : 0.0f) : n - KP < K ? a.bv[n - KP] : n == NW - 1 ? 1.0f : 0.0f;
+    elan_cp_async_wait_all();
+    __syncthreads();
+
+    /* warp: tokens 32 warp .. +31 as two m16 tiles; n8 tiles 0 .. NQT-1 are q (skipped when q was copied),
+       NQT .. NQT+NV-1 are v */
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        const int r0 = warp * 32 + mt * 16;
+        unsigned af[4][4];
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+            elan_ldsm_x4(af[ks], sx + (r0 + (lane & 15)) * ATTN_XR + ks * 16 + 8 * (lane >> 4));
+#pragma unroll
+        for (int j = 0; j < NQT + NV; j++) {
+            if (j < NQT && !own_q) continue;
+            const float2 bb = *(const float2 *)(sb + j * 8 + 2 * t);
+            float acc[4] = {bb.x, bb.y, bb.x, bb.y};
+            /* B of n8 tile j: weight rows j*8 .. +7; ldmatrix.x4 matrices m = lane / 8 are k columns 8m .. 8m+7
+               (two k-steps of 16 per call) */
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                unsigned bf[4];
+                elan_ldsm_x4(bf, sw + (j * 8 + (lane & 7)) * ATTN_XR + kk * 32 + 8 * (lane >> 3));
+                elan_mma16816<T>(acc, af[2 * kk], bf);
+                elan_mma16816<T>(acc, af[2 * kk + 1], bf + 2);
+            }
+            __half *dst = j < NQT ? sq + j * 8 : sv + (j - NQT) * 8;
+            *(unsigned *)(dst + (r0 + g) * ROW + 2 * t) = elan_pack2<__half>(acc[0], acc[1]);
+            *(unsigned *)(dst + (r0 + g + 8) * ROW + 2 * t) = elan_pack2<__half>(acc[2], acc[3]);
+        }
+    }
+    __syncthreads();
+    /* the computing GMSA leaves its q (fp16) for the block's reusing GMSAs */
+    if (own_q && a.q_out) {
+        const int QC = K / 4;
+        for (int e = tid; e < ATTN_TOK * QC; e += ATTN_TOK) {
+            const int tok = e / QC, c = 4 * (e - tok * QC), pt = spix[tok];
+            if (pt >= 0) *(uint2 *)((__half *)a.q_out + (size_t)pt * a.q_out_stride + c) = *(const uint2 *)(sq + tok * ROW + c);
+        }
+    }
+}
+
 /* The attention of one group over region blk (raster order over the 16 x 16 regions of all n images). Token
    (window wl of the region, position i in the window) is pixel ((wy*WS + i / WS + shift) mod Hp, ...), the
    windows of the region taken in raster order; the regions of the three groups of one block then cover nearly
    the same pixels (they differ by the roll only), which attn3_kernel uses. */
-template <int WS, int KP16, int NV, typename T>
+template <int WS, int KP16, int NV, typename T, bool PROJ = false>
 static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &a, int vec4, int blk) {
     typedef attn_mma_shape<WS, KP16, NV> S;
     constexpr int ROW = S::ROW, KP = KP16 * 16;
@@ -346,69 +460,74 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
             p = (img * a.Hp + py) * a.Wp + px;
         }
         spix[tid] = p;
-        __half *qs = sq + tid * ROW, *vs = sv + tid * ROW;
-        const T *q = (const T *)a.q + (size_t)(live ? p : 0) * a.q_stride;
-        const T *v = (const T *)a.v + (size_t)(live ? p : 0) * a.v_stride;
-        int c = 0;
-        if (vec4) {
-            /* Coalesced: the CTA's 2 * CH * TOK 8-byte chunks (CH = K / 4 per q row and per v row) are spread
-               over the threads chunk-major, so the lanes of a warp read the consecutive chunks of 3-4 tokens'
-               rows (a few cache lines per load instruction) instead of one chunk of 32 different rows each (32
-               lines: the L1 then spends a cycle per line, which bounded ws = 4 at ~500 GB/s). Every load is
-               issued before the first one is used. */
-            const int CH = K / 4;
-            uint2 raw[KP / 2];
+        if constexpr (PROJ) {
             __syncthreads(); /* spix of every token */
-#pragma unroll
-            for (int it = 0; it < KP / 2; it++) {
-                raw[it] = make_uint2(0u, 0u);
-                const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
-                if (it < 2 * CH) {
-                    const int pt = spix[tok];
+            attn_project<KP16, NV, T>(a, sq, sv, spix, (unsigned char *)(spix + S::TOK));
+        } else {
+            __half *qs = sq + tid * ROW, *vs = sv + tid * ROW;
+            const T *q = (const T *)a.q + (size_t)(live ? p : 0) * a.q_stride;
+            const T *v = (const T *)a.v + (size_t)(live ? p : 0) * a.v_stride;
+            int c = 0;
+            if (vec4) {
+                /* Coalesced: the CTA's 2 * CH * TOK 8-byte chunks (CH = K / 4 per q row and per v row) are spread
+                   over the threads chunk-major, so the lanes of a warp read the consecutive chunks of 3-4 tokens'
+                   rows (a few cache lines per load instruction) instead of one chunk of 32 different rows each (32
+                   lines: the L1 then spends a cycle per line, which bounded ws = 4 at ~500 GB/s). Every load is
+                   issued before the first one is used. */
+                const int CH = K / 4;
+                uint2 raw[KP / 2];
+                __syncthreads(); /* spix of every token */
+    #pragma unroll
+                for (int it = 0; it < KP / 2; it++) {
+                    raw[it] = make_uint2(0u, 0u);
+                    const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
+                    if (it < 2 * CH) {
+                        const int pt = spix[tok];
+                        const bool isv = part >= CH;
+                        const int cc = 4 * (isv ? part - CH : part);
+                        const T *src = isv ? (const T *)a.v + (size_t)pt * a.v_stride + cc : (const T *)a.q + (size_t)pt * a.q_stride + cc;
+                        if (pt >= 0) raw[it] = *(const uint2 *)src;
+                    }
+                }
+    #pragma unroll
+                for (int it = 0; it < KP / 2; it++) {
+                    if (it >= 2 * CH) break;
+                    const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
                     const bool isv = part >= CH;
                     const int cc = 4 * (isv ? part - CH : part);
-                    const T *src = isv ? (const T *)a.v + (size_t)pt * a.v_stride + cc : (const T *)a.q + (size_t)pt * a.q_stride + cc;
-                    if (pt >= 0) raw[it] = *(const uint2 *)src;
+                    float4 f = elan_ld4((const T *)&raw[it]);
+                    const float *bias = isv ? a.v_bias : a.q_bias;
+                    if (bias) {
+                        const float4 b = *(const float4 *)(bias + cc);
+                        f.x += b.x, f.y += b.y, f.z += b.z, f.w += b.w;
+                    }
+                    if (spix[tok] < 0) f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    *(uint2 *)((isv ? sv : sq) + tok * ROW + cc) =
+                        make_uint2(elan_pack2<__half>(f.x, f.y), elan_pack2<__half>(f.z, f.w));
+                }
+                c = K; /* the zero padding of this thread's own rows follows */
+            } else if (live) {
+                for (; c + 1 < K; c += 2) {
+                    const float q0 = elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f);
+                    const float q1 = elan_to_f(q[c + 1]) + (a.q_bias ? a.q_bias[c + 1] : 0.0f);
+                    *(unsigned *)(qs + c) = elan_pack2<__half>(q0, q1);
+                    const float v0 = elan_to_f(v[c]) + (a.v_bias ? a.v_bias[c] : 0.0f);
+                    const float v1 = elan_to_f(v[c + 1]) + (a.v_bias ? a.v_bias[c + 1] : 0.0f);
+                    *(unsigned *)(vs + c) = elan_pack2<__half>(v0, v1);
+                }
+                if (c < K) {
+                    *(unsigned *)(qs + c) = elan_pack2<__half>(elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f), 0.0f);
+                    *(unsigned *)(vs + c) = elan_pack2<__half>(elan_to_f(v[c]) + (a.v_bias ? a.v_bias[c] : 0.0f), 0.0f);
+                    c += 2;
                 }
             }
-#pragma unroll
-            for (int it = 0; it < KP / 2; it++) {
-                if (it >= 2 * CH) break;
-                const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
-                const bool isv = part >= CH;
-                const int cc = 4 * (isv ? part - CH : part);
-                float4 f = elan_ld4((const T *)&raw[it]);
-                const float *bias = isv ? a.v_bias : a.q_bias;
-                if (bias) {
-                    const float4 b = *(const float4 *)(bias + cc);
-                    f.x += b.x, f.y += b.y, f.z += b.z, f.w += b.w;
-                }
-                if (spix[tok] < 0) f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                *(uint2 *)((isv ? sv : sq) + tok * ROW + cc) =
-                    make_uint2(elan_pack2<__half>(f.x, f.y), elan_pack2<__half>(f.z, f.w));
-            }
-            c = K; /* the zero padding of this thread's own rows follows */
-        } else if (live) {
-            for (; c + 1 < K; c += 2) {
-                const float q0 = elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f);
-                const float q1 = elan_to_f(q[c + 1]) + (a.q_bias ? a.q_bias[c + 1] : 0.0f);
-                *(unsigned *)(qs + c) = elan_pack2<__half>(q0, q1);
-                const float v0 = elan_to_f(v[c]) + (a.v_bias ? a.v_bias[c] : 0.0f);
-                const float v1 = elan_to_f(v[c + 1]) + (a.v_bias ? a.v_bias[c + 1] : 0.0f);
-                *(unsigned *)(vs + c) = elan_pack2<__half>(v0, v1);
-            }
-            if (c < K) {
-                *(unsigned *)(qs + c) = elan_pack2<__half>(elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f), 0.0f);
-                *(unsigned *)(vs + c) = elan_pack2<__half>(elan_to_f(v[c]) + (a.v_bias ? a.v_bias[c] : 0.0f), 0.0f);
-                c += 2;
-            }
+            for (; c < KP; c += 2) *(unsigned *)(qs + c) = 0u; /* zero padding (and rows of windows past the end) */
+            /* V: the last of its NV * 8 columns (NV = K / 8 + 1, so that column is past K) is all ones: O's last
+               column then accumulates the softmax row sums through the same mma and the same rescaling as the
+               outputs. The columns between are zero. */
+            for (int cv = K; cv < NV * 8; cv += 2) /* K is even (attn_mma_pick) */
+                *(unsigned *)(vs + cv) = elan_pack2<__half>(0.0f, cv + 2 == NV * 8 ? 1.0f : 0.0f);
         }
-        for (; c < KP; c += 2) *(unsigned *)(qs + c) = 0u; /* zero padding (and rows of windows past the end) */
-        /* V: the last of its NV * 8 columns (NV = K / 8 + 1, so that column is past K) is all ones: O's last
-           column then accumulates the softmax row sums through the same mma and the same rescaling as the
-           outputs. The columns between are zero. */
-        for (int cv = K; cv < NV * 8; cv += 2) /* K is even (attn_mma_pick) */
-            *(unsigned *)(vs + cv) = elan_pack2<__half>(0.0f, cv + 2 == NV * 8 ? 1.0f : 0.0f);
     }
     __syncthreads();
 
@@ -497,15 +616,15 @@ typedef struct {
     elan_cuda_attn_args g[3];
 } attn3_args;
 
-template <int KP16, int NV, typename T>
+template <int KP16, int NV, typename T, bool PROJ = false>
 static __global__ void __launch_bounds__(ATTN_TOK, 2) attn3_kernel(attn3_args a, int vec4) {
     const int gi = blockIdx.x % 3, blk = blockIdx.x / 3;
     if (gi == 0)
-        attn_mma_body<4, KP16, NV, T>(a.g[0], vec4, blk);
+        attn_mma_body<4, KP16, NV, T, PROJ>(a.g[0], vec4, blk);
     else if (gi == 1)
-        attn_mma_body<8, KP16, NV, T>(a.g[1], vec4, blk);
+        attn_mma_body<8, KP16, NV, T, PROJ>(a.g[1], vec4, blk);
     else
-        attn_mma_body<16, KP16, NV, T>(a.g[2], vec4, blk);
+        attn_mma_body<16, KP16, NV, T, PROJ>(a.g[2], vec4, blk);
 }
 
 typedef void (*attn_mma_fn)(elan_cuda_attn_args, int);
@@ -566,6 +685,29 @@ static attn3_fn attn3_pick(int k, const int ws[3], int act, size_t *smem) {
     return NULL;
 }
 
+/* The fused-project_inp variant is compiled for ELAN-light's groups only (k = 20: KP16 = 2, NV = 3), from up to
+   64 input channels in pieces of 4. */
+static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t *smem) {
+    size_t sm;
+    if (k != 20 || cin < 4 || cin > 64 || cin % 4 || !attn3_pick(k, ws, act, &sm)) return NULL;
+    *smem = ATTN_PROJ_SMEM(2, 3);
+    if (act == ELAN_ACT_F16) return attn3_kernel<2, 3, __half, true>;
+    if (act == ELAN_ACT_BF16) return attn3_kernel<2, 3, __nv_bfloat16, true>;
+    return NULL;
+}
+
+extern "C" int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], int act) {
+    size_t smem;
+    return attn3_proj_pick(k, cin, ws, act, &smem) ? 0 : -1;
+}
+
+extern "C" cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws[3], int act) {
+    size_t smem;
+    attn3_fn f = attn3_proj_pick(k, cin, ws, act, &smem);
+    if (!f) return cudaErrorInvalidValue;
+    return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+}
+
 extern "C" int elan_cuda_attn3_supported(int k, const int ws[3], int act) {
     size_t smem;
     return attn3_pick(k, ws, act, &smem) ? 0 : -1;
@@ -622,13 +764,24 @@ extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t
 extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s) {
     size_t smem;
     const int ws[3] = {a[0].ws, a[1].ws, a[2].ws};
-    attn3_fn f = attn3_pick(a[0].k, ws, a[0].act, &smem);
+    const bool proj = a[0].x != NULL;
+    attn3_fn f = proj ? attn3_proj_pick(a[0].k, a[0].cin, ws, a[0].act, &smem) : attn3_pick(a[0].k, ws, a[0].act, &smem);
     if (!f) return cudaErrorInvalidValue;
     attn3_args g;
     int vec4 = 1;
     for (int i = 0; i < 3; i++) {
-        if (a[i].k != a[0].k || a[i].act != a[0].act || a[i].n != a[0].n || a[i].Hp != a[0].Hp || a[i].Wp != a[0].Wp)
+        if (a[i].k != a[0].k || a[i].act != a[0].act || a[i].n != a[0].n || a[i].Hp != a[0].Hp || a[i].Wp != a[0].Wp ||
+            (a[i].x != NULL) != proj)
             return cudaErrorInvalidValue;
+        if (proj) { /* 8-byte pieces of x, the weights, q and q_out; every operand present */
+            if (a[i].cin != a[0].cin || a[i].x_stride % 4 || a[i].x_stride < a[i].cin || !aligned(a[i].x, 8) ||
+                !a[i].wv || !aligned(a[i].wv, 8) || !aligned(a[i].wq, 8) || !a[i].bv || !a[i].y || !aligned(a[i].y, 8) || a[i].y_stride % 4 ||
+                (a[i].wq ? !a[i].bq || (a[i].q_out && (!aligned(a[i].q_out, 8) || a[i].q_out_stride % 4))
+                         : !a[i].q || !aligned(a[i].q, 8) || a[i].q_stride % 4))
+                return cudaErrorInvalidValue;
+            g.g[i] = a[i];
+            continue;
+        }
         vec4 = vec4 && a[i].k % 4 == 0 && a[i].q_stride % 4 == 0 && a[i].v_stride % 4 == 0 && a[i].y_stride % 4 == 0 &&
                aligned(a[i].q, 8) && aligned(a[i].v, 8) && aligned(a[i].y, 8) && aligned(a[i].q_bias, 16) &&
                aligned(a[i].v_bias, 16);

@@ -149,3 +149,21 @@ extern "C" cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, in
     }
     return cudaGetLastError();
 }
+
+/* The half residual stream (fp16 mode) back to fp32 for the tail, which reads x: one pass, 6 bytes an element. */
+template <typename T>
+static __global__ void __launch_bounds__(256) to_f32_kernel(const T *xh, float *x, long long total) {
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x)
+        x[e] = elan_to_f(xh[e]);
+}
+
+extern "C" cudaError_t elan_cuda_to_f32(const void *xh, float *x, int act, long long count, cudaStream_t s) {
+    if (count <= 0) return cudaSuccess;
+    if (act == ELAN_ACT_F16)
+        to_f32_kernel<__half><<<elan_cuda_grid(count, 256), 256, 0, s>>>((const __half *)xh, x, count);
+    else if (act == ELAN_ACT_BF16)
+        to_f32_kernel<__nv_bfloat16><<<elan_cuda_grid(count, 256), 256, 0, s>>>((const __nv_bfloat16 *)xh, x, count);
+    else
+        return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}

@@ -166,6 +166,21 @@ static __device__ __forceinline__ void lfe_stage_runs(const unsigned short *xh, 
     elan_cp_async_commit();
 }
 
+/* The residual of pixel p, channels c and c + 1: the fp32 x, or (half residual stream, a.x == NULL) the input's
+   own half copy xh_in, already in L2 from the staging of this tile. */
+template <typename T, int C>
+static __device__ __forceinline__ float2 lfe_residual(const elan_cuda_lfe_args &a, long long p, int c) {
+    if (a.x) return __ldcs((const float2 *)(a.x + p * C + c));
+    return elan_unpack2<T>(*(const unsigned *)((const T *)a.xh_in + p * C + c));
+}
+
+/* The epilogue's stores of pixel p, channels c and c + 1: x (fp32 stream only) and its half copy. */
+template <typename T, int C>
+static __device__ __forceinline__ void lfe_store(const elan_cuda_lfe_args &a, long long p, int c, float2 v) {
+    if (a.x) __stcs((float2 *)(a.x + p * C + c), v);
+    *(unsigned *)((T *)a.xh_out + p * C + c) = elan_pack2_out<T>(v.x, v.y);
+}
+
 /* Run path: L2 prefetch of what tile tl will read (its input window, rows y0-2 .. y0+9 and columns x0-2 ..
    x0+17 clipped to the image, and its x rows), one 128-byte line per thread and request. */
 template <int C, int E>
@@ -183,6 +198,7 @@ static __device__ __forceinline__ void lfe_prefetch(const unsigned short *xh, co
             elan_prefetch_l2(row + min(l * 128, (xb - xa) * C * 2 - 1));
         }
     }
+    if (!x) return;
     for (int i = tid; i < LFE_TH * FL; i += LFE_THREADS) {
         const int r = i / FL, l = i - r * FL;
         const char *row = (const char *)(x + (((long long)tl.img * Hp + tl.y0 + r) * Wp + tl.x0) * C);
@@ -276,13 +292,12 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
            the x loads are issued before the barrier, so their latency (an L2 hit: prefetched a tile ago) hides
            behind it and the staging */
         const long long p0 = ((long long)tl.img * Hp + tl.y0 + warp) * Wp + tl.x0 + g, p1 = p0 + 8;
-        float *x0 = a.x + p0 * C, *x1 = a.x + p1 * C;
         float acc2[S::NT2][4];
 #pragma unroll
         for (int nt = 0; nt < S::NT2; nt++) {
             const int c = nt * 8 + 2 * t;
             if (c < C) { /* c even and C even: c + 1 < C too */
-                const float2 r0 = __ldcs((const float2 *)(x0 + c)), r1 = __ldcs((const float2 *)(x1 + c));
+                const float2 r0 = lfe_residual<T, C>(a, p0, c), r1 = lfe_residual<T, C>(a, p1, c);
                 acc2[nt][0] = r0.x, acc2[nt][1] = r0.y, acc2[nt][2] = r1.x, acc2[nt][3] = r1.y;
             } else {
                 acc2[nt][0] = acc2[nt][1] = acc2[nt][2] = acc2[nt][3] = 0.0f;
@@ -327,16 +342,12 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                     elan_mma1688<T>(acc[2 * np + 1], af, bf[1]);
                 }
             }
-            T *xo = (T *)a.xh_out;
 #pragma unroll
             for (int nt = 0; nt < S::NT2; nt++) {
                 const int c = nt * 8 + 2 * t;
                 if (c < C) {
-                    const float2 v0 = make_float2(acc[nt][0], acc[nt][1]), v1 = make_float2(acc[nt][2], acc[nt][3]);
-                    __stcs((float2 *)(x0 + c), v0);
-                    __stcs((float2 *)(x1 + c), v1);
-                    *(unsigned *)(xo + p0 * C + c) = elan_pack2_out<T>(v0.x, v0.y);
-                    *(unsigned *)(xo + p1 * C + c) = elan_pack2_out<T>(v1.x, v1.y);
+                    lfe_store<T, C>(a, p0, c, make_float2(acc[nt][0], acc[nt][1]));
+                    lfe_store<T, C>(a, p1, c, make_float2(acc[nt][2], acc[nt][3]));
                 }
             }
         }
@@ -433,14 +444,13 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
         /* ---- GEMM2 + epilogue: tile row `warp`, pixels x0+g and x0+g+8 ---- */
         {
             const long long p0 = ((long long)tl.img * Hp + tl.y0 + warp) * Wp + tl.x0 + g, p1 = p0 + 8;
-            float *x0 = a.x + p0 * C, *x1 = a.x + p1 * C;
             float2 r0[S::NT2], r1[S::NT2]; /* residual, loaded now so that GEMM2 hides the latency */
 #pragma unroll
             for (int nt = 0; nt < S::NT2; nt++) {
                 const int c = nt * 8 + 2 * t;
                 if (c < C) { /* c even and C even: c + 1 < C too */
-                    r0[nt] = __ldcs((const float2 *)(x0 + c));
-                    r1[nt] = __ldcs((const float2 *)(x1 + c));
+                    r0[nt] = lfe_residual<T, C>(a, p0, c);
+                    r1[nt] = lfe_residual<T, C>(a, p1, c);
                 } else {
                     r0[nt] = r1[nt] = make_float2(0.0f, 0.0f);
                 }
@@ -484,18 +494,13 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
                     elan_mma1688<T>(acc[2 * np + 1], af, bf[1]);
                 }
             }
-            T *xo = (T *)a.xh_out;
 #pragma unroll
             for (int nt = 0; nt < S::NT2; nt++) {
                 const int c = nt * 8 + 2 * t;
                 if (c < C) {
                     const float2 bb = *(const float2 *)(b1s + c);
-                    const float2 v0 = make_float2(r0[nt].x + (acc[nt][0] + bb.x), r0[nt].y + (acc[nt][1] + bb.y));
-                    const float2 v1 = make_float2(r1[nt].x + (acc[nt][2] + bb.x), r1[nt].y + (acc[nt][3] + bb.y));
-                    __stcs((float2 *)(x0 + c), v0);
-                    __stcs((float2 *)(x1 + c), v1);
-                    *(unsigned *)(xo + p0 * C + c) = elan_pack2_out<T>(v0.x, v0.y);
-                    *(unsigned *)(xo + p1 * C + c) = elan_pack2_out<T>(v1.x, v1.y);
+                    lfe_store<T, C>(a, p0, c, make_float2(r0[nt].x + (acc[nt][0] + bb.x), r0[nt].y + (acc[nt][1] + bb.y)));
+                    lfe_store<T, C>(a, p1, c, make_float2(r1[nt].x + (acc[nt][2] + bb.x), r1[nt].y + (acc[nt][3] + bb.y)));
                 }
             }
         }

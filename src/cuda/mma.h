@@ -91,6 +91,16 @@ template <> __device__ __forceinline__ unsigned elan_pack2<__nv_bfloat16>(float 
     return *(const unsigned *)&h;
 }
 
+/* The reverse of elan_pack2: one register of two 16-bit values as two floats (exact). */
+template <typename T> static __device__ __forceinline__ float2 elan_unpack2(unsigned v);
+template <> __device__ __forceinline__ float2 elan_unpack2<__half>(unsigned v) {
+    return make_float2(__half2float(__ushort_as_half((unsigned short)(v & 0xffffu))),
+                       __half2float(__ushort_as_half((unsigned short)(v >> 16))));
+}
+template <> __device__ __forceinline__ float2 elan_unpack2<__nv_bfloat16>(unsigned v) {
+    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
+}
+
 /* 2^lo, 2^hi rounded to fp16 and exponentiated in fp16 on the special-function unit (one MUFU.EX2 for both),
    as one register of two halves (lo in the low half): an A fragment element pair. */
 static __device__ __forceinline__ unsigned elan_exp2_h2(float lo, float hi) {

@@ -21,7 +21,9 @@
    in the widest chunk (16, 8, 4 or 2 bytes) that the pointers, strides and row widths allow (checked at launch;
    ELAN-light's 120-byte rows are only 8-byte aligned). In the output mode the mma results are rounded into a
    staging tile; in the residual mode they are added in place to the x tile already in shared memory, which is
-   then written back to x and, converted, to xh. Input rows use the same chunk rule (cp.async takes 16, 8 or 4
+   then written back to x and, converted, to xh. In the half residual mode (fp16: x is the half tensor xh itself)
+   the xh rows are fetched like the input, each sum is formed in fp32 and rounded once in place in shared memory,
+   and the tile leaves like the output mode's. Input rows use the same chunk rule (cp.async takes 16, 8 or 4
    bytes; 2-byte rows fall back to plain loads).
 
    Shared-memory strides, chosen so that every access pattern is free of bank conflicts: the input tile and the
@@ -30,7 +32,7 @@
    NP + 8 with SS = 8 (mod 16), so the 32-bit fragment stores of the staging tile (8 rows x 4 lanes) and the
    64-bit read-modify-writes of the x tile (4 rows x 4 lanes per half warp) each hit 32 different banks.
 
-   Templates: T (the storage type), NT (n8 tiles: cout is rounded up to 32, 64, 96, 120 or 128) and XM (residual
+   Templates: T (the storage type), NT (n8 tiles: cout is rounded up to 32, 64, 96, 120 or 128) and XM (epilogue
    mode), so the accumulators stay in registers and each mode compiles only its own epilogue. */
 #include "cuda_common.h"
 #include "mma.h"
@@ -42,6 +44,11 @@
 #define PW_KS 72                /* row stride (elements) of the input tile and of the weights in shared memory */
 #define PW_NC 8                 /* n8 tiles accumulated at a time */
 
+/* epilogue modes (template XM): out = r; x += r in fp32 (+ half copy); xh += r (the half residual stream) */
+#define PW_OUT 0
+#define PW_X32 1
+#define PW_XH 2
+
 template <int NT>
 struct pw_shape {
     static constexpr int NP = 8 * NT;
@@ -51,7 +58,10 @@ struct pw_shape {
     static constexpr size_t IN_BYTES = (size_t)PW_TILE * PW_KS * 2; /* one of two buffers */
     static constexpr size_t OUT_BYTES = (size_t)PW_TILE * SS * 2;   /* staging tile of the output mode */
     static constexpr size_t X_BYTES = (size_t)PW_TILE * SS * 4;     /* one of two x tiles of the residual mode */
-    static constexpr size_t smem(bool xm) { return W_BYTES + B_BYTES + 2 * IN_BYTES + (xm ? 2 * X_BYTES : OUT_BYTES); }
+    static constexpr size_t XH_BYTES = (size_t)PW_TILE * SS * 2;    /* one of two xh tiles of the half residual mode */
+    static constexpr size_t smem(int xm) {
+        return W_BYTES + B_BYTES + 2 * IN_BYTES + (xm == PW_X32 ? 2 * X_BYTES : xm == PW_XH ? 2 * XH_BYTES : OUT_BYTES);
+    }
 };
 
 /* ---- asynchronous global -> shared copies (sm_80+) ---- */
@@ -145,7 +155,7 @@ static __device__ __forceinline__ void pw_store_x(float *x, T *xh, long long str
 
 /* vin: bytes per chunk of the input rows (16, 8, 4, 2). vout: output mode, bytes per chunk of the out rows
    (16, 8, 4, 2); residual mode, floats per chunk of the x rows (4, 2, 1, with xh chunks of half the bytes). */
-template <typename T, int NT, bool XM>
+template <typename T, int NT, int XM>
 static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_args a, int vin, int vout) {
     typedef pw_shape<NT> S;
     extern __shared__ float4 pw_smem4[];
@@ -156,6 +166,7 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
     char *rest = smem + S::W_BYTES + S::B_BYTES + 2 * S::IN_BYTES;
     T *stage = (T *)rest;                                    /* output mode: PW_TILE x SS */
     float *xs = (float *)rest;                               /* residual mode: 2 buffers of PW_TILE x SS */
+    T *xhs = (T *)rest;                                      /* half residual mode: 2 buffers of PW_TILE x SS */
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int cin = a.cin, cout = a.cout;
@@ -183,9 +194,12 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
         const int rows = (int)(P - p0 < PW_TILE ? P - p0 : PW_TILE);
         pw_fetch(vin, (char *)(ins + buf * PW_TILE * PW_KS), PW_KS * 2, (const char *)a.in + p0 * in_rs, in_rs, rows,
                  in_bytes);
-        if constexpr (XM)
+        if constexpr (XM == PW_X32)
             pw_fetch(4 * vout, (char *)(xs + buf * PW_TILE * S::SS), S::SS * 4, (const char *)(a.x) + p0 * x_rs, x_rs,
                      rows, cout * 4);
+        if constexpr (XM == PW_XH)
+            pw_fetch(vout, (char *)(xhs + buf * PW_TILE * S::SS), S::SS * 2, (const char *)(a.xh) + p0 * x_rs / 2,
+                     x_rs / 2, rows, cout * 2);
     };
 
     long long tile = blockIdx.x;
@@ -213,6 +227,7 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
         const int r0 = warp * 16 + g;
         const T *wrow = ws + (lane & 7) * PW_KS + 8 * (lane >> 3);
         float *xt = xs + buf * PW_TILE * S::SS;
+        T *xht = xhs + buf * PW_TILE * S::SS;
 #pragma unroll
         for (int j0 = 0; j0 < NT; j0 += PW_NC) {
             /* accumulators from the bias: c0, c1 = columns j*8 + 2t, +1 of row g; c2, c3 the same of row g + 8 */
@@ -242,7 +257,12 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
             for (int jj = 0; jj < PW_NC; jj++) {
                 if (j0 + jj >= NT) break;
                 const int c = (j0 + jj) * 8 + 2 * t;
-                if constexpr (XM) {
+                if constexpr (XM == PW_XH) {
+                    unsigned *lo = (unsigned *)(xht + r0 * S::SS + c), *hi = (unsigned *)(xht + (r0 + 8) * S::SS + c);
+                    const float2 v = elan_unpack2<T>(*lo), u = elan_unpack2<T>(*hi);
+                    *lo = pw_pack2<T>(v.x + acc[jj][0], v.y + acc[jj][1]);
+                    *hi = pw_pack2<T>(u.x + acc[jj][2], u.y + acc[jj][3]);
+                } else if constexpr (XM == PW_X32) {
                     float2 *lo = (float2 *)(xt + r0 * S::SS + c), *hi = (float2 *)(xt + (r0 + 8) * S::SS + c);
                     float2 v = *lo, u = *hi;
                     v.x += acc[jj][0], v.y += acc[jj][1], u.x += acc[jj][2], u.y += acc[jj][3];
@@ -256,7 +276,7 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
 
         const long long p0 = tile * PW_TILE;
         const int rows = (int)(P - p0 < PW_TILE ? P - p0 : PW_TILE);
-        if constexpr (XM) {
+        if constexpr (XM == PW_X32) {
             __syncthreads();
             float *x = a.x + p0 * a.x_stride;
             T *xh = a.xh ? (T *)a.xh + p0 * a.x_stride : (T *)0;
@@ -267,9 +287,9 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
             }
         } else {
             __syncthreads();
-            const long long out_rs = (long long)a.out_stride * 2;
-            char *dst = (char *)a.out + p0 * out_rs;
-            const char *src = (const char *)stage;
+            const long long out_rs = (long long)(XM == PW_XH ? a.x_stride : a.out_stride) * 2;
+            char *dst = (char *)(XM == PW_XH ? a.xh : a.out) + p0 * out_rs;
+            const char *src = XM == PW_XH ? (const char *)xht : (const char *)stage;
             switch (vout) {
             case 16: pw_store_rows<uint4>(dst, out_rs, src, S::SS * 2, rows, cout * 2); break;
             case 8: pw_store_rows<uint2>(dst, out_rs, src, S::SS * 2, rows, cout * 2); break;
@@ -291,7 +311,7 @@ static int pw_nt(int cout) {
     return -1;
 }
 
-template <typename T, bool XM>
+template <typename T, int XM>
 static pw_fn pw_pick_t(int nt, size_t *smem) {
     switch (nt) {
     case 4: *smem = pw_shape<4>::smem(XM); return pw_kernel<T, 4, XM>;
@@ -308,9 +328,14 @@ static pw_fn pw_pick(int cin, int cout, int act, int xm, size_t *smem) {
     const int nt = pw_nt(cout);
     if (cout < 1 || nt < 0) return NULL;
     switch (act) {
-    case ELAN_ACT_F16: return xm ? pw_pick_t<__half, true>(nt, smem) : pw_pick_t<__half, false>(nt, smem);
+    case ELAN_ACT_F16:
+        return xm == PW_X32 ? pw_pick_t<__half, PW_X32>(nt, smem)
+               : xm == PW_XH ? pw_pick_t<__half, PW_XH>(nt, smem)
+                             : pw_pick_t<__half, PW_OUT>(nt, smem);
     case ELAN_ACT_BF16:
-        return xm ? pw_pick_t<__nv_bfloat16, true>(nt, smem) : pw_pick_t<__nv_bfloat16, false>(nt, smem);
+        return xm == PW_X32 ? pw_pick_t<__nv_bfloat16, PW_X32>(nt, smem)
+               : xm == PW_XH ? pw_pick_t<__nv_bfloat16, PW_XH>(nt, smem)
+                             : pw_pick_t<__nv_bfloat16, PW_OUT>(nt, smem);
     default: return NULL;
     }
 }
@@ -321,7 +346,7 @@ extern "C" int elan_cuda_pw_supported(int cin, int cout) {
 }
 
 extern "C" cudaError_t elan_cuda_pw_prepare(int cin, int cout, int act) {
-    for (int xm = 0; xm < 2; xm++) {
+    for (int xm = PW_OUT; xm <= PW_XH; xm++) {
         size_t smem;
         pw_fn f = pw_pick(cin, cout, act, xm, &smem);
         if (!f) return cudaErrorInvalidValue;
@@ -340,8 +365,9 @@ static int pw_chunk(const void *ptr, long long row_bytes, long long pitch_bytes,
 }
 
 extern "C" cudaError_t elan_cuda_pw(const elan_cuda_pw_args *a, cudaStream_t s) {
-    const int xm = a->x != NULL;
-    if (xm == (a->out != NULL) || a->in_stride < a->cin || (xm ? a->x_stride : a->out_stride) < a->cout || a->P < 0)
+    const int xm = a->out ? PW_OUT : a->x ? PW_X32 : PW_XH;
+    if ((a->out && (a->x || a->xh)) || (!a->out && !a->x && !a->xh) || a->in_stride < a->cin ||
+        (xm != PW_OUT ? a->x_stride : a->out_stride) < a->cout || a->P < 0)
         return cudaErrorInvalidValue;
     size_t smem;
     pw_fn f = pw_pick(a->cin, a->cout, a->act, xm, &smem);
@@ -350,14 +376,16 @@ extern "C" cudaError_t elan_cuda_pw(const elan_cuda_pw_args *a, cudaStream_t s) 
 
     const int vin = pw_chunk(a->in, a->cin * 2LL, a->in_stride * 2LL, 16, 2);
     int vout;
-    if (xm) {
+    if (xm == PW_X32) {
         /* floats a chunk: x chunks of 4*vout bytes, xh chunks of 2*vout bytes */
         vout = pw_chunk(a->x, a->cout * 4LL, a->x_stride * 4LL, 16, 4) / 4;
         if (a->xh) {
             const int vh = pw_chunk(a->xh, a->cout * 2LL, a->x_stride * 2LL, 8, 2) / 2;
             if (vh < vout) vout = vh;
         }
-    } else
+    } else if (xm == PW_XH)
+        vout = pw_chunk(a->xh, a->cout * 2LL, a->x_stride * 2LL, 16, 2);
+    else
         vout = pw_chunk(a->out, a->cout * 2LL, a->out_stride * 2LL, 16, 2);
 
     int dev, sms, per_sm;
