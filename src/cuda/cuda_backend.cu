@@ -482,16 +482,19 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 LAUNCH(elan_cuda_bias_add(pl->x, d->c1.b, pl->xh[cur], be->act, C, pl->P, s), "lfe bias");
             }
             /* GMSA */
+            elan_cuda_attn_args ats[3];
+            memset(ats, 0, sizeof ats); /* x == NULL unless project_inp is fused in */
+            for (int gi = 0; gi < 3; gi++) {
+                elan_cuda_attn_args &at = ats[gi];
+                at.act = be->act, at.k = k, at.ws = be->windows[gi], at.shift = b->shifted ? be->windows[gi] / 2 : 0;
+                at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
+                at.y = act_at(be, pl->sA, gi * k), at.y_stride = C;
+            }
             if (be->fused_attn) {
                 /* project_inp inside the attention: the computing GMSA leaves its q (fp16) in g for the
                    block's reusing GMSAs */
-                elan_cuda_attn_args ats[3];
-                memset(ats, 0, sizeof ats);
                 for (int gi = 0; gi < 3; gi++) {
                     elan_cuda_attn_args &at = ats[gi];
-                    at.act = be->act, at.k = k, at.ws = be->windows[gi], at.shift = b->shifted ? be->windows[gi] / 2 : 0;
-                    at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
-                    at.y = act_at(be, pl->sA, gi * k), at.y_stride = C;
                     at.x = pl->xh[cur], at.x_stride = C, at.cin = C;
                     const int r0 = d->computes ? gi * 2 * k : gi * k; /* first project_inp row of the group's v or q */
                     if (d->computes) {
@@ -504,41 +507,32 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                     }
                 }
                 LAUNCH(elan_cuda_attn3(ats, s), "attention (with project_inp)");
-                pw.in = pl->sA, pw.in_stride = C, pw.w = d->pout.w, pw.b = d->pout.b, pw.cin = C, pw.cout = C;
-                pw.out = NULL, pw.out_stride = 0, pw.x = be->half_x ? NULL : pl->x, pw.xh = pl->xh[cur], pw.x_stride = C;
-                LAUNCH(elan_cuda_pw(&pw, s), "project_out");
-                continue;
-            }
-            void *pin_out = d->computes ? pl->g : pl->t;
-            const float *v_bias = d->pin.b;
-            if (be->fused_pw) {
-                pw.in = pl->xh[cur], pw.in_stride = C, pw.w = d->pin.w, pw.b = d->pin.b, pw.cin = C, pw.cout = d->pin.cout;
-                pw.out = pin_out, pw.out_stride = d->pin.cout, pw.x = NULL, pw.xh = NULL, pw.x_stride = 0;
-                LAUNCH(elan_cuda_pw(&pw, s), "project_inp");
-                v_bias = NULL;
             } else {
-                GEMM(&d->pin, XIN, pin_out, 0.0f, 0, "project_inp");
-                if (d->computes) q_bias = d->pin.b;
-            }
-            elan_cuda_attn_args ats[3];
-            memset(ats, 0, sizeof ats); /* x == NULL: q and v come from memory */
-            for (int gi = 0; gi < 3; gi++) {
-                elan_cuda_attn_args &at = ats[gi];
-                at.act = be->act;
-                at.q = act_at(be, pl->g, gi * 2 * k), at.q_bias = q_bias ? q_bias + gi * 2 * k : NULL, at.q_stride = 2 * C;
-                if (d->computes) {
-                    at.v = act_at(be, pl->g, gi * 2 * k + k), at.v_stride = 2 * C;
-                    at.v_bias = v_bias ? v_bias + gi * 2 * k + k : NULL;
+                void *pin_out = d->computes ? pl->g : pl->t;
+                const float *v_bias = d->pin.b;
+                if (be->fused_pw) {
+                    pw.in = pl->xh[cur], pw.in_stride = C, pw.w = d->pin.w, pw.b = d->pin.b, pw.cin = C, pw.cout = d->pin.cout;
+                    pw.out = pin_out, pw.out_stride = d->pin.cout, pw.x = NULL, pw.xh = NULL, pw.x_stride = 0;
+                    LAUNCH(elan_cuda_pw(&pw, s), "project_inp");
+                    v_bias = NULL;
                 } else {
-                    at.v = act_at(be, pl->t, gi * k), at.v_stride = C;
-                    at.v_bias = v_bias ? v_bias + gi * k : NULL;
+                    GEMM(&d->pin, XIN, pin_out, 0.0f, 0, "project_inp");
+                    if (d->computes) q_bias = d->pin.b;
                 }
-                at.y = act_at(be, pl->sA, gi * k), at.y_stride = C;
-                at.k = k, at.ws = be->windows[gi], at.shift = b->shifted ? be->windows[gi] / 2 : 0;
-                at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
-                if (!be->attn3) LAUNCH(elan_cuda_attn(&at, s), "attention");
+                for (int gi = 0; gi < 3; gi++) {
+                    elan_cuda_attn_args &at = ats[gi];
+                    at.q = act_at(be, pl->g, gi * 2 * k), at.q_bias = q_bias ? q_bias + gi * 2 * k : NULL, at.q_stride = 2 * C;
+                    if (d->computes) {
+                        at.v = act_at(be, pl->g, gi * 2 * k + k), at.v_stride = 2 * C;
+                        at.v_bias = v_bias ? v_bias + gi * 2 * k + k : NULL;
+                    } else {
+                        at.v = act_at(be, pl->t, gi * k), at.v_stride = C;
+                        at.v_bias = v_bias ? v_bias + gi * k : NULL;
+                    }
+                    if (!be->attn3) LAUNCH(elan_cuda_attn(&at, s), "attention");
+                }
+                if (be->attn3) LAUNCH(elan_cuda_attn3(ats, s), "attention");
             }
-            if (be->attn3) LAUNCH(elan_cuda_attn3(ats, s), "attention");
             if (be->fused_pw) {
                 pw.in = pl->sA, pw.in_stride = C, pw.w = d->pout.w, pw.b = d->pout.b, pw.cin = C, pw.cout = C;
                 pw.out = NULL, pw.out_stride = 0, pw.x = be->half_x ? NULL : pl->x, pw.xh = pl->xh[cur], pw.x_stride = C;
