@@ -226,11 +226,12 @@ static int half_compare(elan_backend *gpu, const char *what, elansr_precision pr
 }
 
 /* fp16 and bf16 against the fp32 CPU backend: random models (k = 20 takes the vectorised attention loads,
-   k = 10 the scalar ones) at awkward sizes and a batch, then the real checkpoint on a photo crop; and the
-   benchmark hook in both. */
+   k = 10 the scalar ones; 48 planes run the half residual stream and the tensor-core tail at scales 2 and 3,
+   60 planes at 4) at awkward sizes and a batch, then the real checkpoint on a photo crop; and the benchmark
+   hook in both. */
 static void test_half(void) {
     static const elansr_precision precs[] = {ELANSR_PRECISION_FP16, ELANSR_PRECISION_BF16};
-    static const int configs[][3] = {/* planes, blocks, scale */ {60, 2, 4}, {30, 2, 3}};
+    static const int configs[][3] = {/* planes, blocks, scale */ {60, 2, 4}, {30, 2, 3}, {48, 2, 2}, {48, 2, 3}};
     static const int sizes[][3] = {/* n, h, w */ {1, 37, 53}, {1, 250, 17}, {2, 37, 53}};
     for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
         const int C = configs[ci][0], nb = configs[ci][1], s = configs[ci][2];
@@ -281,7 +282,8 @@ static void test_half(void) {
     if (!checkpoint_reference(&m, h, w, &in, &ref, &nout)) return;
     /* fp16 and bf16; DEFAULT, which is fp16 on a GPU; both with the fused kernels turned off (ELANSR_CUDA_FUSED=0,
        read at creation), so that the unfused path stays tested; and the non-default choices of the fused path:
-       the residual stream in fp32 (ELANSR_CUDA_HALF_X=0), project_inp as its own kernel (ELANSR_CUDA_FUSED_ATTN=0) */
+       the residual stream in fp32 (ELANSR_CUDA_HALF_X=0), project_inp as its own kernel (ELANSR_CUDA_FUSED_ATTN=0),
+       the fp32 tail after a conversion of the half stream instead of the tensor-core one (ELANSR_CUDA_TAIL=simt) */
     static const struct {
         elansr_precision prec, as;
         const char *env, *val;
@@ -293,7 +295,9 @@ static void test_half(void) {
                 {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_FUSED", "0", "checkpoint, unfused"},
                 {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_HALF_X", "0", "checkpoint, fp32 residual"},
                 {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_HALF_X", "0", "checkpoint, fp32 residual"},
-                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_FUSED_ATTN", "0", "checkpoint, separate project_inp"}};
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_FUSED_ATTN", "0", "checkpoint, separate project_inp"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_TAIL", "simt", "checkpoint, fp32 tail"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_TAIL", "simt", "checkpoint, fp32 tail"}};
     for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {
         elansr_params pg = params(0, runs[ri].prec);
         elan_backend *gpu = NULL;

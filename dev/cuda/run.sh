@@ -17,7 +17,8 @@ for n in "${names[@]}"; do
     # the kernel file the check exercises is named on the check's first line: // kernel: src/cuda/X.cu
     kern=$(head -1 "$src" | sed -n 's#^// kernel: ##p')
     echo "=== $n ($src + $kern)"
-    if ! nvcc -O3 -std=c++17 -arch="$ARCH" -lineinfo -Isrc -Iinclude -Isrc/cuda -Xcompiler=-Wall,-Wextra \
+    # NVCC_FLAGS: extra flags, e.g. -DATTN_MIN_CTAS=3 to try a variant of a tuning constant
+    if ! nvcc -O3 -std=c++17 -arch="$ARCH" -lineinfo -Isrc -Iinclude -Isrc/cuda -Xcompiler=-Wall,-Wextra ${NVCC_FLAGS:-} \
         "$src" $kern -o "build-dev/check_$n"; then
         echo "FAIL $n: build"; rc=1; continue
     fi

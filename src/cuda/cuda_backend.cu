@@ -19,9 +19,11 @@
        attention, 3 groups,    xh[cur] -> sA, one launch; project_inp inside; the         gmsa.cu
          project_inp fused     computing GMSA leaves its q (fp16) in g for the reusing ones
        project_out + residual  sA, x -> x, xh[cur]                                           pointwise.cu
-   The residual stream is xh itself (half_x: x is not touched in the body, the LFE and project_out update xh,
-   and x is filled from it once before the tail); ELANSR_CUDA_HALF_X=0 keeps it in fp32 (4 bytes more per
-   element and access). ELANSR_CUDA_FUSED_ATTN=0 puts project_inp back into its own pointwise kernel (4 launches).
+   The residual stream is xh itself (half_x: the LFE and project_out update xh, and the head writes no x);
+   ELANSR_CUDA_HALF_X=0 keeps it in fp32 (4 bytes more per element and access). The tail then reads xh and hb
+   itself and runs on tensor cores (tail_mma), and the plan has no fp32 x at all; ELANSR_CUDA_TAIL=simt (and a
+   shape tail_mma lacks) keeps the fp32 tail, for which x is filled from xh once before it.
+   ELANSR_CUDA_FUSED_ATTN=0 puts project_inp back into its own pointwise kernel (4 launches).
    The unfused order above stays for fp32 / tf32 and behind ELANSR_CUDA_FUSED=0.
 
    Every 1x1 conv is out[P][cout] = in[P][cin] * W^T. cuBLAS is column-major, where an NHWC [P][cin] array is a
@@ -40,10 +42,12 @@
    into the residual stream (c1, project_out: beta = 1 on the fp32 x). On that unfused path the residual
    stream x and hb stay fp32; bias_add, which each accumulating GEMM needs anyway, writes xh, the half copy of
    x that the next shift and project_inp read. (The fused path keeps the residual stream in half precision,
-   above: measured, it costs no Set5 PSNR in fp16 and 0.0008 dB in bf16.) Head and tail compute in fp32 from
-   and to fp32, as does the attention's math (gmsa.cu). fp16 saturates at +-65504 in every kernel store; a
-   GEMM's half output (c0, project_inp) is cuBLAS's conversion and overflows to inf past that: real images
-   stay in the hundreds, pure noise can reach ~1e5 (use bf16 or fp32 for such inputs).
+   above: measured, it costs no Set5 PSNR in fp16 and 0.0008 dB in bf16.) The head computes in fp32, as does
+   the attention's math (gmsa.cu); the tail too, except with the half residual stream, where it takes fp16
+   operands (x + hb rounded once) with fp32 accumulation on tensor cores, in both half modes. fp16 saturates at
+   +-65504 in every kernel store; a GEMM's half output (c0, project_inp) is cuBLAS's conversion and overflows to
+   inf past that: real images stay in the hundreds, pure noise can reach ~1e5 (use fp32 for such inputs, or bf16
+   with ELANSR_CUDA_TAIL=simt, whose tail does not round to fp16).
    The only difference of the two half modes is the storage type (elan_cuda_act). */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -92,7 +96,7 @@ typedef struct {
     long long P;
     void *arena;
     size_t bytes;
-    float *in, *out, *x, *hb;   /* fp32 always */
+    float *in, *out, *x, *hb;   /* fp32 always; x NULL with the tensor-core tail (nothing reads it) */
     void *sA, *t, *g;           /* act */
     void *xh[2];                /* act; NULL in fp32. Two, because the fused LFE reads one over a halo while
                                    it writes the other; xh[cur] holds the half copy of x (enqueue_forward) */
@@ -119,8 +123,11 @@ typedef struct {
                                    (and the residual update) fused, instead of cuBLAS + bias_add */
     int half_x;                 /* fused half modes: the residual stream is xh itself (no fp32 x in the body) */
     int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
+    int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
+                                   plan then has no fp32 x at all */
     dblock *blocks;
     const float *sub_mean, *head_w, *head_b, *tail_w, *tail_b;
+    const void *tail_wh;        /* tail_mma: fp16 copy of tail_w (elan_cuda_tail_mma_weights' layout) */
     plan_t plan;
 } cuda_backend;
 
@@ -273,6 +280,11 @@ static void stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
                     }
             }
     }
+    /* the same weights in fp16 for the tensor-core tail */
+    if (be->tail_mma) {
+        be->tail_wh = stage_alloc(s, elan_cuda_tail_mma_weights_count(m->scale), 2, &h);
+        if (h) elan_cuda_tail_mma_weights(tw, C, m->scale, h);
+    }
 }
 
 /* What the kernels assume about the network; a model the loader accepts but these kernels were not built for
@@ -340,7 +352,8 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     const int Hp = elan_round_up(h, be->pad), Wp = elan_round_up(w, be->pad), C = be->C, s = be->scale;
     const long long P = (long long)n * Hp * Wp;
     const size_t es = be->esz;
-    const double bytes_per_px = 2.0 * C * 4 + (be->width_s + be->width_t + 2.0 * C + (be->act != ELAN_ACT_F32 ? 2 * C : 0)) * es;
+    const double bytes_per_px = (be->tail_mma ? 1.0 : 2.0) * C * 4 + /* x (unless tail_mma) and hb */
+                                (be->width_s + be->width_t + 2.0 * C + (be->act != ELAN_ACT_F32 ? 2 * C : 0)) * es;
     const double need = (double)P * bytes_per_px + (double)n * h * w * 3 * 4 * (1 + s * s) + (Hp + Wp) * 4.0;
     /* cuBLAS takes the pixel count as an int; past that, memory ran out long ago on any current GPU. */
     if (P > 0x7fffffffLL) {
@@ -353,7 +366,7 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     carve_t cv = {0};
     const size_t in_b = (size_t)n * 3 * h * w * sizeof(float), out_b = in_b * s * s;
     const size_t o_in = carve(&cv, in_b), o_out = carve(&cv, out_b);
-    const size_t o_x = carve(&cv, (size_t)P * C * 4), o_hb = carve(&cv, (size_t)P * C * 4);
+    const size_t o_x = be->tail_mma ? 0 : carve(&cv, (size_t)P * C * 4), o_hb = carve(&cv, (size_t)P * C * 4);
     const size_t o_sA = carve(&cv, (size_t)P * be->width_s * es), o_t = carve(&cv, (size_t)P * be->width_t * es);
     const size_t o_g = carve(&cv, (size_t)P * 2 * C * es);
     const size_t o_xh = be->act != ELAN_ACT_F32 ? carve(&cv, (size_t)P * C * es) : 0;
@@ -375,7 +388,7 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     pl->bytes = cv.off;
     pl->n = n, pl->h = h, pl->w = w, pl->Hp = Hp, pl->Wp = Wp, pl->P = P;
     pl->in = (float *)(a + o_in), pl->out = (float *)(a + o_out);
-    pl->x = (float *)(a + o_x), pl->hb = (float *)(a + o_hb), pl->sA = a + o_sA;
+    pl->x = be->tail_mma ? NULL : (float *)(a + o_x), pl->hb = (float *)(a + o_hb), pl->sA = a + o_sA;
     pl->t = a + o_t, pl->g = a + o_g;
     pl->xh[0] = be->act != ELAN_ACT_F32 ? a + o_xh : NULL;
     pl->xh[1] = be->act != ELAN_ACT_F32 ? a + o_xh1 : NULL;
@@ -445,7 +458,10 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
 
     elan_cuda_head_args ha;
     ha.in = d_in, ha.mirror_y = pl->mirror_y, ha.mirror_x = pl->mirror_x, ha.sub_mean = be->sub_mean;
-    ha.w = be->head_w, ha.b = be->head_b, ha.x = pl->x, ha.hb = pl->hb, ha.xh = pl->xh[0], ha.act = be->act;
+    /* with the half residual stream the body never reads x, and the tail reads xh (tail_mma) or x refilled from
+       xh (elan_cuda_to_f32): the head's fp32 x would be dead */
+    ha.w = be->head_w, ha.b = be->head_b, ha.x = be->half_x ? NULL : pl->x, ha.hb = pl->hb, ha.xh = pl->xh[0];
+    ha.act = be->act;
     ha.n = pl->n, ha.H = pl->h, ha.W = pl->w, ha.Hp = pl->Hp, ha.Wp = pl->Wp, ha.C = C;
     LAUNCH(elan_cuda_head(&ha, s), "head");
 
@@ -545,11 +561,18 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
     }
 #undef XIN
     bi = -1;
-    if (be->half_x) LAUNCH(elan_cuda_to_f32(pl->xh[cur], pl->x, be->act, pl->P * C, s), "residual to fp32");
     elan_cuda_tail_args ta;
-    ta.x = pl->x, ta.hb = pl->hb, ta.w = be->tail_w, ta.b = be->tail_b, ta.out = d_out;
+    memset(&ta, 0, sizeof ta);
+    ta.hb = pl->hb, ta.b = be->tail_b, ta.out = d_out;
     ta.n = pl->n, ta.H = pl->h, ta.W = pl->w, ta.Hp = pl->Hp, ta.Wp = pl->Wp, ta.C = C, ta.scale = be->scale;
-    LAUNCH(elan_cuda_tail(&ta, s), "tail");
+    if (be->tail_mma) {
+        ta.xh = pl->xh[cur], ta.act = be->act, ta.wh = be->tail_wh;
+        LAUNCH(elan_cuda_tail_mma(&ta, s), "tail (tensor cores)");
+    } else {
+        if (be->half_x) LAUNCH(elan_cuda_to_f32(pl->xh[cur], pl->x, be->act, pl->P * C, s), "residual to fp32");
+        ta.x = pl->x, ta.w = be->tail_w;
+        LAUNCH(elan_cuda_tail(&ta, s), "tail");
+    }
     return ELANSR_OK;
 }
 
@@ -797,6 +820,9 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     const char *fa = getenv("ELANSR_CUDA_FUSED_ATTN");
     be->fused_attn = be->fused_pw && !(fa && fa[0] == '0') &&
                      elan_cuda_attn3_proj_supported(be->k, be->C, m->windows, be->act) == 0;
+    /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */
+    const char *tl = getenv("ELANSR_CUDA_TAIL");
+    be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;
 
     stage_t sg = {NULL, 0, 0};
     stage_model(be, m, &sg);
@@ -822,12 +848,13 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
             for (int j = 0; j < m->blocks[bi].n_pairs; j++)
                 CU(elan_cuda_lfe_fused_prepare(be->C, m->blocks[bi].lfe[j].c0.conv.cout, be->act), "cudaFuncSetAttribute (fused lfe)");
     if (be->fused_attn) CU(elan_cuda_attn3_proj_prepare(be->k, be->C, be->windows, be->act), "cudaFuncSetAttribute (attention)");
+    if (be->tail_mma) CU(elan_cuda_tail_mma_prepare(be->C, be->scale, be->act), "cudaFuncSetAttribute (tail)");
     if (be->fused_pw) {
         CU(elan_cuda_pw_prepare(be->C, be->C, be->act), "cudaFuncSetAttribute (pointwise)");
         CU(elan_cuda_pw_prepare(be->C, 2 * be->C, be->act), "cudaFuncSetAttribute (pointwise)");
     }
     if (p->verbose)
-        fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s%s%s%s\n", be->base.device_name, be->weights_bytes / MIB,
+        fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s%s%s%s%s\n", be->base.device_name, be->weights_bytes / MIB,
                 be->half_x                 ? (be->act == ELAN_ACT_F16 ? "fp16 activations and residual stream, fp32 accumulation"
                                                                        : "bf16 activations and residual stream, fp32 accumulation")
                 : be->act == ELAN_ACT_F16  ? "fp16 activations, fp32 accumulation and residual stream"
@@ -835,7 +862,7 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
                 : math == CUBLAS_TF32_TENSOR_OP_MATH ? "tf32 GEMMs"
                                                      : "fp32",
                 be->fused_lfe ? ", fused LFE" : "", be->fused_pw ? ", fused 1x1 convs" : "",
-                be->fused_attn ? ", project_inp in the attention" : "");
+                be->fused_attn ? ", project_inp in the attention" : "", be->tail_mma ? ", tail on tensor cores" : "");
     return ELANSR_OK;
 }
 

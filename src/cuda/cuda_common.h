@@ -25,7 +25,8 @@ typedef enum { ELAN_ACT_F32 = 0, ELAN_ACT_F16 = 1, ELAN_ACT_BF16 = 2 } elan_cuda
 /* ---- conv3x3.cu ---- */
 
 /* head: reflect/mirror pad (through row/column index tables), sub_mean, 3x3 conv 3 -> C with zero padding
-   at the padded image's border; writes the result both to x (the residual stream) and hb (kept for the tail). */
+   at the padded image's border; writes the result both to x (the residual stream) and hb (kept for the tail).
+   x may be NULL when nothing reads it (the half residual stream lives in xh). */
 typedef struct {
     const float *in;        /* n x 3 x H x W, NCHW */
     const int *mirror_y;    /* Hp entries: source row of padded row y */
@@ -33,24 +34,32 @@ typedef struct {
     const float *sub_mean;  /* 12: w[3][3] then b[3] */
     const float *w;         /* C x 27, PyTorch layout [cout][cin][ky][kx] */
     const float *b;         /* C */
-    float *x, *hb;          /* n x Hp x Wp x C */
+    float *x, *hb;          /* n x Hp x Wp x C; x may be NULL */
     void *xh;               /* NULL, or the same values as x in act (fp16/bf16) */
     int act;
     int n, H, W, Hp, Wp, C;
 } elan_cuda_head_args;
 
 /* tail: (x + hb), 3x3 conv C -> 3*s*s with zero padding at the padded border, pixel shuffle, add_mean
-   (folded into w and b at creation), crop to s*H x s*W, written as NCHW. */
+   (folded into w and b at creation), crop to s*H x s*W, written as NCHW.
+   elan_cuda_tail reads x, w (fp32 throughout); elan_cuda_tail_mma (fp16 / bf16 modes with the half residual
+   stream, on tensor cores) reads xh of type act instead of x and the fp16 weights wh, and forms
+   s = fp16(float(xh) + hb). */
 typedef struct {
     const float *x, *hb;    /* n x Hp x Wp x C */
     const float *w;         /* C x 9 x nout_pad: [cin][tap][out], add_mean folded in, zero past 3*s*s */
     const float *b;         /* nout_pad */
     float *out;             /* n x 3 x sH x sW */
     int n, H, W, Hp, Wp, C, scale;
+    const void *xh;         /* tail_mma: act, n x Hp x Wp x C (x unused) */
+    int act;                /* tail_mma: ELAN_ACT_F16 or ELAN_ACT_BF16 */
+    const void *wh;         /* tail_mma: fp16, elan_cuda_tail_mma_weights' layout (w unused) */
 } elan_cuda_tail_args;
 
 /* Output channels of the tail padded to a multiple of 4 (float4 loads of the weights). */
 static inline int elan_cuda_tail_nout_pad(int scale) { return (3 * scale * scale + 3) / 4 * 4; }
+/* Input channels a row of the tensor-core tail's weights holds (C zero-padded). */
+#define ELAN_CUDA_TAIL_MMA_K 64
 
 /* ---- lfe.cu ---- */
 
@@ -148,12 +157,25 @@ cudaError_t elan_cuda_tail(const elan_cuda_tail_args *a, cudaStream_t s);
 /* Largest dynamic shared memory the head needs for C channels (for cudaFuncSetAttribute at creation). */
 size_t elan_cuda_head_smem(int C);
 cudaError_t elan_cuda_head_prepare(int C);
+/* 0 when elan_cuda_tail_mma handles C planes at this scale (4 <= C <= 64, C % 4 == 0, scale 2, 3, 4), else -1:
+   the caller keeps elan_cuda_tail. */
+int elan_cuda_tail_mma_supported(int C, int scale);
+/* Halves of the tensor-core tail's weights: 9 x NP x ELAN_CUDA_TAIL_MMA_K, NP = 3*s*s rounded up to 16 (0 for an
+   unsupported scale). */
+size_t elan_cuda_tail_mma_weights_count(int scale);
+/* Fills wh (host, that many halves) from the fp32 tail weights w (host, elan_cuda_tail's [cin][tap][out]
+   layout): wh[tap][out][cin] rounded to fp16, zero past 3*s*s outputs and past C inputs. */
+void elan_cuda_tail_mma_weights(const float *w, int C, int scale, void *wh);
+/* Raises the kernel's dynamic shared-memory limit (up to 109 KB); once, at creation. */
+cudaError_t elan_cuda_tail_mma_prepare(int C, int scale, int act);
+cudaError_t elan_cuda_tail_mma(const elan_cuda_tail_args *a, cudaStream_t s);
 
 cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
 /* x[p][c] += b[c] over pixels*C elements (bias of a 1x1 conv whose GEMM accumulated into x with beta = 1);
    when xh is not NULL, also xh = x converted to act (fp16 saturating at +-65504). */
 cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, int act, int C, long long pixels, cudaStream_t s);
-/* x[e] = xh[e] for count elements (act fp16 or bf16): the half residual stream back to fp32 for the tail. */
+/* x[e] = xh[e] for count elements (act fp16 or bf16): the half residual stream back to fp32 for the fp32 tail
+   (ELANSR_CUDA_TAIL=simt, or a shape elan_cuda_tail_mma lacks). */
 cudaError_t elan_cuda_to_f32(const void *xh, float *x, int act, long long count, cudaStream_t s);
 
 /* 0 when the fused LFE kernel handles C planes with e hidden channels, else -1 (the caller falls back to

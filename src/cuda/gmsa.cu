@@ -217,16 +217,20 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
 
 /* ---- tensor-core attention (fp16 / bf16 modes) ----
 
-   The same windows and the same token -> pixel map, but QQ^T and AV run as mma.sync m16n8k16 (mma.h) in the
-   manner of flash attention: a CTA holds 128 or 256 tokens (whole windows) as fp16 rows of Q and V in
-   shared memory (channels zero-padded to KP16*16, row stride +8 halves so that ldmatrix is conflict-free);
-   each warp owns 32 query rows (two m16 tiles) and walks the keys of their window 32 at a time (16 for ws 4):
-     S (16 x 32) = Q_tile K^T          KP16 k-steps x 2 n8 tiles, keys are the window's own q rows
+   The same windows and the same token -> pixel map, but QQ^T and AV run as mma.sync (mma.h) in the manner of
+   flash attention: a CTA holds 256 tokens (whole windows) as fp16 rows of Q and V in shared memory; each warp
+   owns 32 query rows (two m16 tiles) and walks the keys of their window 32 at a time (16 for ws 4):
+     S (16 x 32) = Q_tile K^T          k16 steps (+ one k8 step when the channels end on an odd multiple of 8),
+                                       x 2 n8 tiles; the keys are the window's own q rows
      online softmax on S in registers  row max over the quad (shuffles), exp2 of pre-scaled scores
      O (16 x 8*NV) += P V              P is S's accumulator repacked as an A fragment (no shared memory)
    O is divided by the row sums at the end, staged through shared memory and written one token row per
    thread. A is never stored; reusing GMSAs recompute it from the first GMSA's q, as the fp32 kernel does
    (storing A in fp16 would cost 2*T bytes per token and group, 16x q's size for ws = 16).
+
+   Rows of Q and V are KQ8 * 8 and NV * 8 halves (k = 20: 24 and 24, so QK^T is one k16 and one k8 step rather
+   than two k16 steps over 12 zero channels), stored with a row stride that is an odd multiple of 8 halves
+   (16 bytes), so that the 8 rows of every ldmatrix phase fall on 8 different 16-byte bank groups.
 
    Operands are fp16 in both half modes: q + bias and v + bias are formed in fp32 and rounded once to fp16,
    which keeps 3 more mantissa bits than bf16 for the scores (q.q reaches the hundreds, and exp() turns an
@@ -236,31 +240,46 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
 #define ATTN_TOK 256
 #define ATTN_REGION 16
 
-template <int WS, int KP16, int NV>
+/* Row stride (halves) of Q / V in shared memory: the smaller odd multiple of 8 that holds KQ8 and NV 8-runs. */
+#define ATTN_ROW(KQ8, NV) (8 * (((KQ8) > (NV) ? (KQ8) : (NV)) | 1))
+
+template <int WS, int KQ8, int NV>
 struct attn_mma_shape {
     static constexpr int T = WS * WS;
     static constexpr int TOK = ATTN_TOK;          /* tokens (= threads) per CTA */
     static constexpr int SUB = ATTN_REGION / WS;  /* windows per side of the region */
-    static constexpr int ROW = KP16 * 16 + 8;     /* halves per token row in shared memory */
+    static constexpr int ROW = ATTN_ROW(KQ8, NV); /* halves per token row in shared memory */
     static constexpr size_t SMEM = 2 * TOK * ROW * sizeof(__half) + TOK * sizeof(int);
 };
-#define ATTN_SMEM(KP16) (2 * ATTN_TOK * ((KP16) * 16 + 8) * sizeof(__half) + ATTN_TOK * sizeof(int))
+#define ATTN_SMEM(KQ8, NV) (2 * ATTN_TOK * ATTN_ROW(KQ8, NV) * sizeof(__half) + ATTN_TOK * sizeof(int))
 
-/* The fused project_inp (attn_project): the CTA's x rows (cin <= 64, zero-padded to 64), the group's weights as
-   NW = 8 * (2 KP16 + NV) rows (q rows, zero to KP; v rows, zero to 8 NV) and their biases, after the above. Row
-   stride 72 halves (144 bytes: the 8 rows of an ldmatrix phase on 8 different 16-byte bank groups). */
+/* The fused project_inp (attn_project), after the above: the CTA's x rows as they lie in memory (256 rows of cin
+   <= 64 halves, back to back, plus 64 zero halves that the last row's K padding reads), the group's weights as
+   NW = 8 * (KQ8 + NV) rows (q rows, zero to 8 KQ8; v rows, zero to 8 NV) of 64 halves at a stride of 72 (144
+   bytes: the 8 rows of an ldmatrix phase on 8 different 16-byte bank groups), and their NW biases. */
 #define ATTN_XR 72
-#define ATTN_NW(KP16, NV) (8 * (2 * (KP16) + (NV)))
-#define ATTN_PROJ_SMEM(KP16, NV)                                                                                     \
-    (ATTN_SMEM(KP16) + (size_t)(ATTN_TOK + ATTN_NW(KP16, NV)) * ATTN_XR * sizeof(__half) +                         \
-     ATTN_NW(KP16, NV) * sizeof(float))
+#define ATTN_NW(KQ8, NV) (8 * ((KQ8) + (NV)))
+#define ATTN_XTILE ((ATTN_TOK * 64 + 64) * sizeof(__half))
+#define ATTN_PROJ_SMEM(KQ8, NV)                                                                                       \
+    (ATTN_SMEM(KQ8, NV) + ATTN_XTILE + (size_t)ATTN_NW(KQ8, NV) * ATTN_XR * sizeof(__half) +                       \
+     ATTN_NW(KQ8, NV) * sizeof(float))
+
+/* CTAs per SM promised to ptxas for attn3 (register cap 65536 / (256 * this)). 3 (80 registers, ~90 bytes of
+   spills in the ws = 16 loop, 66 KB of shared memory with the fused project_inp) measured 0.209 / 0.194 ms
+   (computing / reusing GMSA at 960x544, H100) against 0.217 / 0.199 ms for 2 CTAs at 103 registers. */
+#ifndef ATTN_MIN_CTAS
+#define ATTN_MIN_CTAS 3
+#endif
 
 /* One block of 16*KB keys (KB = 1 or 2) for one m16 tile: S = Q K^T, online softmax update of (m, o),
-   o += P V. kf[kb] / vf[kb] are the fragments of keys 16kb .. 16kb + 15 of the block. Two halves per step
-   (ws 8 and 16) halve the max/shuffle/rescale work per key against one. */
-template <int KP16, int NV, int KB>
-static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[KP16][4], const unsigned (&kf)[KB][KP16][4],
+   o += P V. kf[kb] / vf[kb] are the fragments of keys 16kb .. 16kb + 15 of the block: kf[kb][s] for k16 step s
+   holds (keys 0-7: [0], [1]; keys 8-15: [2], [3]); the k8 remainder step (KQ8 odd) holds keys 0-7 in [0] and
+   8-15 in [1]. Two halves per step (ws 8 and 16) halve the max/shuffle/rescale work per key against one. */
+template <int KQ8, int NV, int KB>
+static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 + 1) / 2][4],
+                                                     const unsigned (&kf)[KB][(KQ8 + 1) / 2][4],
                                                      const unsigned (&vf)[KB][NV][2], float (&o)[NV][4], float (&m)[2]) {
+    constexpr int KS = KQ8 / 2, KR = KQ8 % 2;
     const float L2E = 1.4426950408889634f;
     float s[2 * KB][4]; /* n8 tile n: keys 8n .. 8n + 7 of the block */
 #pragma unroll
@@ -268,37 +287,58 @@ static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[KP16][
 #pragma unroll
         for (int r = 0; r < 4; r++) s[n][r] = 0.0f;
 #pragma unroll
-    for (int kb = 0; kb < KB; kb++)
+    for (int kb = 0; kb < KB; kb++) {
 #pragma unroll
-        for (int st = 0; st < KP16; st++) {
+        for (int st = 0; st < KS; st++) {
             elan_mma16816<__half>(s[2 * kb], qa[st], &kf[kb][st][0]);
             elan_mma16816<__half>(s[2 * kb + 1], qa[st], &kf[kb][st][2]);
         }
-    unsigned pa[KB][4];
+        if constexpr (KR) {
+            elan_mma1688<__half>(s[2 * kb], qa[KS], kf[kb][KS][0]);
+            elan_mma1688<__half>(s[2 * kb + 1], qa[KS], kf[kb][KS][1]);
+        }
+    }
+    /* Row maxima (h = 0: row g, registers 0, 1; h = 1: row g + 8, registers 2, 3), in log2 units. The running
+       output is rescaled only when some row of the warp saw its maximum grow: alpha is then exactly 1 for the
+       others, so skipping the multiplications when none grew changes no bit. In ws = 16 windows the maximum
+       mostly stops growing once the block holding the query's own key (q.q, usually the largest score) is
+       behind. */
+    float mn[2];
+    bool grew = false;
 #pragma unroll
-    for (int h = 0; h < 2; h++) { /* h = 0: row g (registers 0, 1); h = 1: row g + 8 (registers 2, 3) */
+    for (int h = 0; h < 2; h++) {
         float bm = fmaxf(s[0][2 * h], s[0][2 * h + 1]);
 #pragma unroll
         for (int n = 1; n < 2 * KB; n++) bm = fmaxf(bm, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
         bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
         bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
-        const float mn = fmaxf(m[h], bm * L2E);
-        const float alpha = elan_exp2(m[h] - mn); /* 0 on the first block: m = -inf */
-        m[h] = mn;
-        /* P = 2^(s log2 e - m): the exponent in fp32, then rounded to fp16 and exponentiated two at a time on
-           the special-function unit (ex2.approx.f16x2), which yields the A fragment of P V directly. P is fp16
-           for the mma anyway; the exponent's fp16 rounding costs at most 2^-11 relative for |exponent| < 1 (the
-           weights that matter) and 2^-8 at exponents below -16 (weights under 2^-16). Half the exp instructions
-           and no packing: this loop, not the mma, bounds ws = 16. The row sums come from the ones column of V. */
+        mn[h] = fmaxf(m[h], bm * L2E);
+        grew |= mn[h] > m[h];
+    }
+    if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const float alpha = elan_exp2(m[h] - mn[h]); /* 0 on the first block: m = -inf */
+#pragma unroll
+            for (int j = 0; j < NV; j++) {
+                o[j][2 * h] *= alpha;
+                o[j][2 * h + 1] *= alpha;
+            }
+        }
+    }
+    /* P = 2^(s log2 e - m): fp32 exponent and fp32 ex2 on the special-function unit, rounded once to fp16 as
+       the A fragment of P V (one cvt per pair: P is in [0, 1], nothing to saturate). (ex2.approx.f16x2 is no cheaper on sm_90: it issues two MUFU.EX2.F16 and a PRMT,
+       after rounding the exponent to fp16.) The row sums come from the ones column of V. */
+    unsigned pa[KB][4];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        m[h] = mn[h];
 #pragma unroll
         for (int kb = 0; kb < KB; kb++) {
-            pa[kb][h] = elan_exp2_h2(fmaf(s[2 * kb][2 * h], L2E, -mn), fmaf(s[2 * kb][2 * h + 1], L2E, -mn));
-            pa[kb][2 + h] = elan_exp2_h2(fmaf(s[2 * kb + 1][2 * h], L2E, -mn), fmaf(s[2 * kb + 1][2 * h + 1], L2E, -mn));
-        }
-#pragma unroll
-        for (int j = 0; j < NV; j++) {
-            o[j][2 * h] *= alpha;
-            o[j][2 * h + 1] *= alpha;
+            pa[kb][h] = elan_pack2_out<__half>(elan_exp2(fmaf(s[2 * kb][2 * h], L2E, -mn[h])),
+                                           elan_exp2(fmaf(s[2 * kb][2 * h + 1], L2E, -mn[h])));
+            pa[kb][2 + h] = elan_pack2_out<__half>(elan_exp2(fmaf(s[2 * kb + 1][2 * h], L2E, -mn[h])),
+                                               elan_exp2(fmaf(s[2 * kb + 1][2 * h + 1], L2E, -mn[h])));
         }
     }
 #pragma unroll
@@ -308,12 +348,15 @@ static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[KP16][
 }
 
 /* K fragments (keys key0..key0+15 as B of S = Q K^T) and V fragments (the same keys as B of O = P V). */
-template <int KP16, int NV, int ROW>
+template <int KQ8, int NV, int ROW>
 static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const __half *sv, int key0, int lane,
-                                                        unsigned (&kf)[KP16][4], unsigned (&vf)[NV][2]) {
+                                                        unsigned (&kf)[(KQ8 + 1) / 2][4], unsigned (&vf)[NV][2]) {
+    constexpr int KS = KQ8 / 2;
 #pragma unroll
-    for (int st = 0; st < KP16; st++)
+    for (int st = 0; st < KS; st++)
         elan_ldsm_x4(kf[st], sq + (key0 + (lane & 7) + ((lane >> 4) & 1) * 8) * ROW + st * 16 + ((lane >> 3) & 1) * 8);
+    if constexpr (KQ8 % 2) /* k8 remainder: matrices (keys 0-7, channels 16KS..+7), (keys 8-15, same) */
+        elan_ldsm_x2(kf[KS], sq + (key0 + (lane & 15)) * ROW + KS * 16);
     const __half *vrow = sv + (key0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + ((lane >> 4) & 1) * 8;
 #pragma unroll
     for (int j = 0; j + 1 < NV; j += 2) {
@@ -325,41 +368,45 @@ static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const 
 }
 
 /* project_inp fused into the attention (a.x != NULL): the CTA's operands are formed on chip instead of being
-   read from a project_inp output. x rows of the CTA's 256 tokens (cp.async, 8-byte pieces, zero for tokens of a
-   CTA past the last region) and the group's weights go to shared memory; each warp multiplies its 32 tokens'
-   rows by the weights on tensor cores (A by ldmatrix from the x tile, K = 64, fp32 accumulators started at the
-   bias) and rounds the results to fp16 straight into sq (q, zero up to KP through zero weight rows) and sv (v;
-   zero columns up to 8 NV - 1, whose bias row is 1: the ones column of the row sums). With a.wq == NULL (a
-   reusing GMSA) q is copied from a.q (fp16, written by the computing GMSA's q_out) instead, and only v is
-   computed. Replaces a separate project_inp kernel that wrote 2C halves a pixel for this one to read back:
-   per pixel the GMSA now reads x (C halves, shared by the three groups' CTAs through L2) and, in a reusing
-   GMSA, q. On return (after a barrier) sq and sv are complete. */
-template <int KP16, int NV, typename T>
+   read from a project_inp output. Each warp multiplies its 32 tokens' x rows by the group's weights on tensor
+   cores (K = 64, fp32 accumulators started at the bias) and rounds the results to fp16 straight into sq (q,
+   zero up to 8 KQ8 through zero weight rows) and sv (v; zero columns up to 8 NV - 1, whose bias row is 1: the
+   ones column of the row sums). With a.wq == NULL (a reusing GMSA) q is copied from a.q (fp16, written by the
+   computing GMSA's q_out) instead, and only v is computed. Per pixel the GMSA reads x (C halves, shared by the
+   three groups' CTAs through L2) and, in a reusing GMSA, q. On return (after a barrier) sq and sv are complete.
+
+   The copies are the kernel's most frequent instructions, so they are shaped for few of them: tokens 2i and
+   2i + 1 are always neighbouring pixels of one window row (ws even, shift ws/2 even, so pixel 2i is even and
+   its neighbour never wraps), i.e. 4 cin contiguous bytes that start 16-byte aligned (cin % 4 == 0, x_stride
+   == cin): the x tile is copied pair by pair in 16-byte pieces, in the order it lies in memory, and the A
+   fragments are then read with 32-bit shared loads (row stride cin halves: at most 2-way bank conflicts, a
+   few dozen loads per warp) instead of ldmatrix, which would need a padded, 16-byte aligned row stride. K
+   runs to 64: the columns past cin read the next row (finite values, times zero weights) and, for the last
+   row, zero halves past the tile. */
+template <int KQ8, int NV, typename T>
 static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a, __half *sq, __half *sv,
                                                    const int *spix, unsigned char *pbase) {
-    constexpr int ROW = KP16 * 16 + 8, KP = KP16 * 16, NQT = 2 * KP16, NW = ATTN_NW(KP16, NV);
+    constexpr int ROW = ATTN_ROW(KQ8, NV), KQ = 8 * KQ8, NQT = KQ8, NW = ATTN_NW(KQ8, NV);
     T *sx = (T *)pbase;
-    T *sw = sx + ATTN_TOK * ATTN_XR;
+    T *sw = (T *)(pbase + ATTN_XTILE);
     float *sb = (float *)(sw + NW * ATTN_XR);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    const int K = a.k, cin = a.cin, CH = cin / 4;
+    const int K = a.k, cin = a.cin;
     const bool own_q = a.wq != NULL;
 
-    /* Every copy is an 8-byte cp.async issued before the one wait: the weights are L2 hits, but loaded by a
-       loop of scalar loads (the first version) they sat on each CTA's critical path, with only 2 CTAs per SM
-       to hide it. Rows of
-       CH pieces are spread over a warp 32 / CH rows at a time (lane -> row, piece by one division per thread),
-       so the lanes read consecutive pieces of neighbouring token rows. */
-    {
-        const int rpw = 32 / CH, lr = lane / CH, lc = 4 * (lane - lr * CH); /* CH <= 16: rpw >= 2 */
-        if (lr < rpw)
-            for (int tok = warp * rpw + lr; tok < ATTN_TOK; tok += 8 * rpw) {
-                const int pt = spix[tok];
-                elan_cp_async8(sx + tok * ATTN_XR + lc, (const T *)a.x + (size_t)(pt >= 0 ? pt : 0) * a.x_stride + lc,
-                               pt >= 0 ? 8u : 0u);
+    { /* x: 128 token pairs of PP = cin / 4 16-byte pieces each, 32 / PP pairs per warp and step (lane -> pair,
+         piece by one division per thread); pieces of dead tokens (pt < 0) are zero */
+        const int PP = cin / 4, ppw = 32 / PP, lr = lane / PP, j = lane - lr * PP; /* PP <= 16: ppw >= 2 */
+        const T *x = (const T *)a.x;
+        if (lr < ppw)
+            for (int pr = warp * ppw + lr; pr < ATTN_TOK / 2; pr += 8 * ppw) {
+                const int pt = spix[2 * pr];
+                elan_cp_async16(sx + pr * 2 * cin + 8 * j, x + (size_t)(pt >= 0 ? pt : 0) * cin + 8 * j,
+                                pt >= 0 ? 16u : 0u);
             }
+        if (tid < 8) elan_cp_async16(sx + ATTN_TOK * cin + 8 * tid, x, 0u); /* the zeros past the last row */
     }
-    if (!own_q) { /* q of the block's computing GMSA, fp16, K channels (K % 4 == 0, K <= 32) */
+    if (!own_q) { /* q of the block's computing GMSA, fp16, K channels (K % 4 == 0, K <= 32), 8-byte pieces */
         const int QC = K / 4, rpw = 32 / QC, lr = lane / QC, lc = 4 * (lane - lr * QC);
         if (lr < rpw)
             for (int tok = warp * rpw + lr; tok < ATTN_TOK; tok += 8 * rpw) {
@@ -367,26 +414,21 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
                 elan_cp_async8(sq + tok * ROW + lc, (const __half *)a.q + (size_t)(pt >= 0 ? pt : 0) * a.q_stride + lc,
                                pt >= 0 ? 8u : 0u);
             }
-        for (int c = K; c < KP; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
+        for (int c = K; c < KQ; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
     }
-    /* weights: NW rows of 16 pieces (64 columns); pieces past cin and rows past the real ones are zero-filled */
+    /* weights: NW rows of 16 pieces (64 columns): q rows (computing GMSA only), then v rows; pieces past cin
+       and rows past K are zero-filled */
     for (int e = tid; e < NW * 16; e += ATTN_TOK) {
         const int n = e >> 4, c = 4 * (e & 15);
-        const T *src = (const T *)a.wv;
-        bool real = c < cin;
-        if (n < KP) {
-            real = real && own_q && n < K;
-            if (real) src = (const T *)a.wq + n * cin + c;
-        } else {
-            real = real && n - KP < K;
-            if (real) src = (const T *)a.wv + (n - KP) * cin + c;
-        }
-        elan_cp_async8(sw + n * ATTN_XR + c, src, real ? 8u : 0u);
+        const bool isq = n < KQ;
+        const int r = isq ? n : n - KQ;
+        const bool real = c < cin && r < K && (own_q || !isq);
+        const T *w = (const T *)(isq ? a.wq : a.wv);
+        elan_cp_async8(sw + n * ATTN_XR + c, real ? w + r * cin + c : (const T *)a.wv, real ? 8u : 0u);
     }
     elan_cp_async_commit();
-    for (int c = cin; c < 64; c += 2) *(unsigned *)(sx + tid * ATTN_XR + c) = 0u; /* cin % 4 == 0 */
     for (int n = tid; n < NW; n += ATTN_TOK)
-        sb[n] = n < KP ? (own_q && n < K ? a.bq[n] : 0.0f) : n - KP < K ? a.bv[n - KP] : n == NW - 1 ? 1.0f : 0.0f;
+        sb[n] = n < KQ ? (own_q && n < K ? a.bq[n] : 0.0f) : n - KQ < K ? a.bv[n - KQ] : n == NW - 1 ? 1.0f : 0.0f;
     elan_cp_async_wait_all();
     __syncthreads();
 
@@ -395,10 +437,15 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
 #pragma unroll
     for (int mt = 0; mt < 2; mt++) {
         const int r0 = warp * 32 + mt * 16;
+        const T *xa = sx + (r0 + g) * cin + 2 * t, *xb = xa + 8 * cin;
         unsigned af[4][4];
 #pragma unroll
-        for (int ks = 0; ks < 4; ks++)
-            elan_ldsm_x4(af[ks], sx + (r0 + (lane & 15)) * ATTN_XR + ks * 16 + 8 * (lane >> 4));
+        for (int ks = 0; ks < 4; ks++) {
+            af[ks][0] = *(const unsigned *)(xa + ks * 16);
+            af[ks][1] = *(const unsigned *)(xb + ks * 16);
+            af[ks][2] = *(const unsigned *)(xa + ks * 16 + 8);
+            af[ks][3] = *(const unsigned *)(xb + ks * 16 + 8);
+        }
 #pragma unroll
         for (int j = 0; j < NQT + NV; j++) {
             if (j < NQT && !own_q) continue;
@@ -414,18 +461,20 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
                 elan_mma16816<T>(acc, af[2 * kk + 1], bf + 2);
             }
             __half *dst = j < NQT ? sq + j * 8 : sv + (j - NQT) * 8;
-            *(unsigned *)(dst + (r0 + g) * ROW + 2 * t) = elan_pack2<__half>(acc[0], acc[1]);
-            *(unsigned *)(dst + (r0 + g + 8) * ROW + 2 * t) = elan_pack2<__half>(acc[2], acc[3]);
+            *(unsigned *)(dst + (r0 + g) * ROW + 2 * t) = elan_pack2_out<__half>(acc[0], acc[1]);
+            *(unsigned *)(dst + (r0 + g + 8) * ROW + 2 * t) = elan_pack2_out<__half>(acc[2], acc[3]);
         }
     }
     __syncthreads();
     /* the computing GMSA leaves its q (fp16) for the block's reusing GMSAs */
-    if (own_q && a.q_out) {
-        const int QC = K / 4;
-        for (int e = tid; e < ATTN_TOK * QC; e += ATTN_TOK) {
-            const int tok = e / QC, c = 4 * (e - tok * QC), pt = spix[tok];
-            if (pt >= 0) *(uint2 *)((__half *)a.q_out + (size_t)pt * a.q_out_stride + c) = *(const uint2 *)(sq + tok * ROW + c);
-        }
+    if (own_q && a.q_out) { /* lanes -> (token, piece) as in the q copy above: no division in the loop */
+        const int QC = K / 4, rpw = 32 / QC, lr = lane / QC, lc = 4 * (lane - lr * QC);
+        if (lr < rpw)
+            for (int tok = warp * rpw + lr; tok < ATTN_TOK; tok += 8 * rpw) {
+                const int pt = spix[tok];
+                if (pt >= 0)
+                    *(uint2 *)((__half *)a.q_out + (size_t)pt * a.q_out_stride + lc) = *(const uint2 *)(sq + tok * ROW + lc);
+            }
     }
 }
 
@@ -433,10 +482,10 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
    (window wl of the region, position i in the window) is pixel ((wy*WS + i / WS + shift) mod Hp, ...), the
    windows of the region taken in raster order; the regions of the three groups of one block then cover nearly
    the same pixels (they differ by the roll only), which attn3_kernel uses. */
-template <int WS, int KP16, int NV, typename T, bool PROJ = false>
+template <int WS, int KQ8, int NV, typename T, bool PROJ = false>
 static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &a, int vec4, int blk) {
-    typedef attn_mma_shape<WS, KP16, NV> S;
-    constexpr int ROW = S::ROW, KP = KP16 * 16;
+    typedef attn_mma_shape<WS, KQ8, NV> S;
+    constexpr int ROW = S::ROW, KQ = 8 * KQ8, KS = KQ8 / 2;
     extern __shared__ float4 smem4[];
     __half *sq = (__half *)smem4;
     __half *sv = sq + S::TOK * ROW;
@@ -462,7 +511,7 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
         spix[tid] = p;
         if constexpr (PROJ) {
             __syncthreads(); /* spix of every token */
-            attn_project<KP16, NV, T>(a, sq, sv, spix, (unsigned char *)(spix + S::TOK));
+            attn_project<KQ8, NV, T>(a, sq, sv, spix, (unsigned char *)(spix + S::TOK));
         } else {
             __half *qs = sq + tid * ROW, *vs = sv + tid * ROW;
             const T *q = (const T *)a.q + (size_t)(live ? p : 0) * a.q_stride;
@@ -475,10 +524,10 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
                    lines: the L1 then spends a cycle per line, which bounded ws = 4 at ~500 GB/s). Every load is
                    issued before the first one is used. */
                 const int CH = K / 4;
-                uint2 raw[KP / 2];
+                uint2 raw[KQ / 2];
                 __syncthreads(); /* spix of every token */
     #pragma unroll
-                for (int it = 0; it < KP / 2; it++) {
+                for (int it = 0; it < KQ / 2; it++) {
                     raw[it] = make_uint2(0u, 0u);
                     const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
                     if (it < 2 * CH) {
@@ -490,7 +539,7 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
                     }
                 }
     #pragma unroll
-                for (int it = 0; it < KP / 2; it++) {
+                for (int it = 0; it < KQ / 2; it++) {
                     if (it >= 2 * CH) break;
                     const int cidx = tid + it * S::TOK, tok = cidx / (2 * CH), part = cidx - tok * 2 * CH;
                     const bool isv = part >= CH;
@@ -521,7 +570,7 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
                     c += 2;
                 }
             }
-            for (; c < KP; c += 2) *(unsigned *)(qs + c) = 0u; /* zero padding (and rows of windows past the end) */
+            for (; c < KQ; c += 2) *(unsigned *)(qs + c) = 0u; /* zero padding (and rows of windows past the end) */
             /* V: the last of its NV * 8 columns (NV = K / 8 + 1, so that column is past K) is all ones: O's last
                column then accumulates the softmax row sums through the same mma and the same rescaling as the
                outputs. The columns between are zero. */
@@ -533,13 +582,16 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
 
     /* compute: warp owns rows 32*warp .. +31 as two m16 tiles */
     const int row0 = warp * 32;
-    unsigned qa[2][KP16][4];
+    unsigned qa[2][(KQ8 + 1) / 2][4];
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++)
+    for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
-        for (int st = 0; st < KP16; st++)
+        for (int st = 0; st < KS; st++)
             elan_ldsm_x4(qa[mt][st], sq + (row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + st * 16 +
                                          ((lane >> 4) & 1) * 8);
+        if constexpr (KQ8 % 2) /* k8 remainder: matrices rows 0-7, rows 8-15 of channels 16KS .. +7 */
+            elan_ldsm_x2(qa[mt][KS], sq + (row0 + mt * 16 + (lane & 15)) * ROW + KS * 16);
+    }
     float o[2][NV][4], m[2][2];
 #pragma unroll
     for (int mt = 0; mt < 2; mt++) {
@@ -549,20 +601,20 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
     }
     if (S::T >= 32) { /* both tiles in one window: share every K / V fragment; 32 keys per step */
         const int kbase = row0 / S::T * S::T;
-        unsigned kf[2][KP16][4], vf[2][NV][2];
+        unsigned kf[2][(KQ8 + 1) / 2][4], vf[2][NV][2];
 #pragma unroll 1
         for (int kb = 0; kb < S::T; kb += 32) {
-            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, kbase + kb, lane, kf[0], vf[0]);
-            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, kbase + kb + 16, lane, kf[1], vf[1]);
-            attn_mma_step<KP16, NV, 2>(qa[0], kf, vf, o[0], m[0]);
-            attn_mma_step<KP16, NV, 2>(qa[1], kf, vf, o[1], m[1]);
+            attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb, lane, kf[0], vf[0]);
+            attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb + 16, lane, kf[1], vf[1]);
+            attn_mma_step<KQ8, NV, 2>(qa[0], kf, vf, o[0], m[0]);
+            attn_mma_step<KQ8, NV, 2>(qa[1], kf, vf, o[1], m[1]);
         }
     } else { /* ws = 4: each m16 tile is a window of its own */
-        unsigned kf[1][KP16][4], vf[1][NV][2];
+        unsigned kf[1][(KQ8 + 1) / 2][4], vf[1][NV][2];
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
-            attn_mma_load_kv<KP16, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf[0], vf[0]);
-            attn_mma_step<KP16, NV, 1>(qa[mt], kf, vf, o[mt], m[mt]);
+            attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf[0], vf[0]);
+            attn_mma_step<KQ8, NV, 1>(qa[mt], kf, vf, o[mt], m[mt]);
         }
     }
     __syncthreads(); /* every warp is done with the keys: sq is reused for the output */
@@ -579,19 +631,18 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
             const int r = row0 + mt * 16 + g + 8 * h;
 #pragma unroll
             for (int j = 0; j < NV; j++)
-                *(unsigned *)(so + r * ROW + j * 8 + 2 * t) = elan_pack2<T>(o[mt][j][2 * h] * inv, o[mt][j][2 * h + 1] * inv);
+                *(unsigned *)(so + r * ROW + j * 8 + 2 * t) = elan_pack2_out<T>(o[mt][j][2 * h] * inv, o[mt][j][2 * h + 1] * inv);
         }
     __syncthreads();
 
-    if (vec4) { /* coalesced like the loads: chunk-major over the CTA's CH * TOK 8-byte output chunks */
-        const int CH = K / 4;
-#pragma unroll
-        for (int it = 0; it < KP / 4; it++) {
-            if (it >= CH) break;
-            const int cidx = tid + it * S::TOK, tok = cidx / CH, cc = 4 * (cidx - tok * CH);
-            const int pt = spix[tok];
-            if (pt >= 0) *(uint2 *)((T *)a.y + (size_t)pt * a.y_stride + cc) = *(const uint2 *)(so + tok * ROW + cc);
-        }
+    if (vec4) { /* coalesced like the loads: the lanes of a warp write the consecutive 8-byte chunks of 32 / CH
+                   tokens' rows (lane -> token, chunk by one division per thread) */
+        const int CH = K / 4, rpw = 32 / CH, lr = lane / CH, lc = 4 * (lane - lr * CH); /* CH <= 8 */
+        if (lr < rpw)
+            for (int tok = warp * rpw + lr; tok < S::TOK; tok += 8 * rpw) {
+                const int pt = spix[tok];
+                if (pt >= 0) *(uint2 *)((T *)a.y + (size_t)pt * a.y_stride + lc) = *(const uint2 *)(so + tok * ROW + lc);
+            }
     } else {
         const int p = spix[tid];
         if (p < 0) return;
@@ -602,9 +653,9 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
 }
 
 /* One group per launch (any window size that divides 16). Up to 128 registers (ws 8 / 16 hold 32-key steps). */
-template <int WS, int KP16, int NV, typename T>
+template <int WS, int KQ8, int NV, typename T>
 static __global__ void __launch_bounds__(ATTN_TOK, 2) attn_mma_kernel(elan_cuda_attn_args a, int vec4) {
-    attn_mma_body<WS, KP16, NV, T>(a, vec4, blockIdx.x);
+    attn_mma_body<WS, KQ8, NV, T>(a, vec4, blockIdx.x);
 }
 
 /* The three groups of ELAN (windows 4, 8, 16) in one launch, CTAs interleaved: CTA 3r + gi does group gi of
@@ -616,45 +667,46 @@ typedef struct {
     elan_cuda_attn_args g[3];
 } attn3_args;
 
-template <int KP16, int NV, typename T, bool PROJ = false>
-static __global__ void __launch_bounds__(ATTN_TOK, 2) attn3_kernel(attn3_args a, int vec4) {
+template <int KQ8, int NV, typename T, bool PROJ = false>
+static __global__ void __launch_bounds__(ATTN_TOK, ATTN_MIN_CTAS) attn3_kernel(attn3_args a, int vec4) {
     const int gi = blockIdx.x % 3, blk = blockIdx.x / 3;
     if (gi == 0)
-        attn_mma_body<4, KP16, NV, T, PROJ>(a.g[0], vec4, blk);
+        attn_mma_body<4, KQ8, NV, T, PROJ>(a.g[0], vec4, blk);
     else if (gi == 1)
-        attn_mma_body<8, KP16, NV, T, PROJ>(a.g[1], vec4, blk);
+        attn_mma_body<8, KQ8, NV, T, PROJ>(a.g[1], vec4, blk);
     else
-        attn_mma_body<16, KP16, NV, T, PROJ>(a.g[2], vec4, blk);
+        attn_mma_body<16, KQ8, NV, T, PROJ>(a.g[2], vec4, blk);
 }
 
 typedef void (*attn_mma_fn)(elan_cuda_attn_args, int);
 typedef void (*attn3_fn)(attn3_args, int);
 
-template <int WS, int KP16, int NV>
+template <int WS, int KQ8, int NV>
 static attn_mma_fn attn_mma_entry(int act, size_t *smem) {
-    *smem = attn_mma_shape<WS, KP16, NV>::SMEM;
-    if (act == ELAN_ACT_F16) return attn_mma_kernel<WS, KP16, NV, __half>;
-    if (act == ELAN_ACT_BF16) return attn_mma_kernel<WS, KP16, NV, __nv_bfloat16>;
+    *smem = attn_mma_shape<WS, KQ8, NV>::SMEM;
+    if (act == ELAN_ACT_F16) return attn_mma_kernel<WS, KQ8, NV, __half>;
+    if (act == ELAN_ACT_BF16) return attn_mma_kernel<WS, KQ8, NV, __nv_bfloat16>;
     return NULL;
 }
 
-template <int KP16, int NV>
+template <int KQ8, int NV>
 static attn3_fn attn3_entry(int act, size_t *smem) {
-    *smem = ATTN_SMEM(KP16);
-    if (act == ELAN_ACT_F16) return attn3_kernel<KP16, NV, __half>;
-    if (act == ELAN_ACT_BF16) return attn3_kernel<KP16, NV, __nv_bfloat16>;
+    *smem = ATTN_SMEM(KQ8, NV);
+    if (act == ELAN_ACT_F16) return attn3_kernel<KQ8, NV, __half>;
+    if (act == ELAN_ACT_BF16) return attn3_kernel<KQ8, NV, __nv_bfloat16>;
     return NULL;
 }
 
-#define ATTN_MMA_CASE(KP16, NV)                                              \
-    if (kp16 == KP16 && nv == NV) {                                          \
-        if (ws == 4) return attn_mma_entry<4, KP16, NV>(act, smem);          \
-        if (ws == 8) return attn_mma_entry<8, KP16, NV>(act, smem);          \
-        if (ws == 16) return attn_mma_entry<16, KP16, NV>(act, smem);        \
+#define ATTN_MMA_CASE(KQ8, NV)                                               \
+    if (kq8 == KQ8 && nv == NV) {                                            \
+        if (ws == 4) return attn_mma_entry<4, KQ8, NV>(act, smem);           \
+        if (ws == 8) return attn_mma_entry<8, KQ8, NV>(act, smem);           \
+        if (ws == 16) return attn_mma_entry<16, KQ8, NV>(act, smem);         \
     }
 
-/* The tensor-core kernel covers even k <= 32 in the half modes (ELAN-light: k = 20, ws 4 / 8 / 16). The
-   environment variable ELANSR_CUDA_ATTN=simt keeps the fp32 CUDA-core kernel (comparisons, debugging). */
+/* The tensor-core kernel covers even k <= 32 in the half modes (ELAN-light: k = 20, ws 4 / 8 / 16): q rows of
+   KQ8 = ceil(k / 8) 8-runs, v rows of NV = k / 8 + 1 (one column more than k: the ones column). The environment
+   variable ELANSR_CUDA_ATTN=simt keeps the fp32 CUDA-core kernel (comparisons, debugging). */
 static attn_mma_fn attn_mma_pick(int k, int ws, int act, size_t *smem) {
     static int simt = -1;
     if (simt < 0) {
@@ -662,37 +714,44 @@ static attn_mma_fn attn_mma_pick(int k, int ws, int act, size_t *smem) {
         simt = e && !strcmp(e, "simt");
     }
     if (simt || k < 2 || k > 32 || k % 2 || (act != ELAN_ACT_F16 && act != ELAN_ACT_BF16)) return NULL;
-    const int kp16 = (k + 15) / 16, nv = k / 8 + 1; /* one column more than k: the ones column */
+    const int kq8 = (k + 7) / 8, nv = k / 8 + 1;
     ATTN_MMA_CASE(1, 1)
     ATTN_MMA_CASE(1, 2)
-    ATTN_MMA_CASE(1, 3)
+    ATTN_MMA_CASE(2, 2)
     ATTN_MMA_CASE(2, 3)
-    ATTN_MMA_CASE(2, 4)
-    ATTN_MMA_CASE(2, 5)
+    ATTN_MMA_CASE(3, 3)
+    ATTN_MMA_CASE(3, 4)
+    ATTN_MMA_CASE(4, 4)
+    ATTN_MMA_CASE(4, 5)
     return NULL;
 }
+
+#define ATTN3_CASE(KQ8, NV) \
+    if (kq8 == KQ8 && nv == NV) return attn3_entry<KQ8, NV>(act, smem);
 
 static attn3_fn attn3_pick(int k, const int ws[3], int act, size_t *smem) {
     size_t sm;
     if (ws[0] != 4 || ws[1] != 8 || ws[2] != 16 || !attn_mma_pick(k, 16, act, &sm)) return NULL;
-    const int kp16 = (k + 15) / 16, nv = k / 8 + 1;
-    if (kp16 == 1 && nv == 1) return attn3_entry<1, 1>(act, smem);
-    if (kp16 == 1 && nv == 2) return attn3_entry<1, 2>(act, smem);
-    if (kp16 == 1 && nv == 3) return attn3_entry<1, 3>(act, smem);
-    if (kp16 == 2 && nv == 3) return attn3_entry<2, 3>(act, smem);
-    if (kp16 == 2 && nv == 4) return attn3_entry<2, 4>(act, smem);
-    if (kp16 == 2 && nv == 5) return attn3_entry<2, 5>(act, smem);
+    const int kq8 = (k + 7) / 8, nv = k / 8 + 1;
+    ATTN3_CASE(1, 1)
+    ATTN3_CASE(1, 2)
+    ATTN3_CASE(2, 2)
+    ATTN3_CASE(2, 3)
+    ATTN3_CASE(3, 3)
+    ATTN3_CASE(3, 4)
+    ATTN3_CASE(4, 4)
+    ATTN3_CASE(4, 5)
     return NULL;
 }
 
-/* The fused-project_inp variant is compiled for ELAN-light's groups only (k = 20: KP16 = 2, NV = 3), from up to
+/* The fused-project_inp variant is compiled for ELAN-light's groups only (k = 20: KQ8 = 3, NV = 3), from up to
    64 input channels in pieces of 4. */
 static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t *smem) {
     size_t sm;
     if (k != 20 || cin < 4 || cin > 64 || cin % 4 || !attn3_pick(k, ws, act, &sm)) return NULL;
-    *smem = ATTN_PROJ_SMEM(2, 3);
-    if (act == ELAN_ACT_F16) return attn3_kernel<2, 3, __half, true>;
-    if (act == ELAN_ACT_BF16) return attn3_kernel<2, 3, __nv_bfloat16, true>;
+    *smem = ATTN_PROJ_SMEM(3, 3);
+    if (act == ELAN_ACT_F16) return attn3_kernel<3, 3, __half, true>;
+    if (act == ELAN_ACT_BF16) return attn3_kernel<3, 3, __nv_bfloat16, true>;
     return NULL;
 }
 
@@ -773,8 +832,9 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
         if (a[i].k != a[0].k || a[i].act != a[0].act || a[i].n != a[0].n || a[i].Hp != a[0].Hp || a[i].Wp != a[0].Wp ||
             (a[i].x != NULL) != proj)
             return cudaErrorInvalidValue;
-        if (proj) { /* 8-byte pieces of x, the weights, q and q_out; every operand present */
-            if (a[i].cin != a[0].cin || a[i].x_stride % 4 || a[i].x_stride < a[i].cin || !aligned(a[i].x, 8) ||
+        if (proj) { /* x rows back to back in 16-byte pieces (attn_project); 8-byte pieces of the weights, q and
+                       q_out; every operand present */
+            if (a[i].cin != a[0].cin || a[i].x_stride != a[i].cin || !aligned(a[i].x, 16) ||
                 !a[i].wv || !aligned(a[i].wv, 8) || !aligned(a[i].wq, 8) || !a[i].bv || !a[i].y || !aligned(a[i].y, 8) || a[i].y_stride % 4 ||
                 (a[i].wq ? !a[i].bq || (a[i].q_out && (!aligned(a[i].q_out, 8) || a[i].q_out_stride % 4))
                          : !a[i].q || !aligned(a[i].q, 8) || a[i].q_stride % 4))

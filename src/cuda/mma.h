@@ -149,6 +149,12 @@ static __device__ __forceinline__ void elan_cp_async8(void *dst, const void *src
                  "l"((unsigned long long)__cvta_generic_to_global(src)), "r"(bytes)
                  : "memory");
 }
+/* The same for 16 bytes (dst and src 16-byte aligned), through L2 only; bytes = 0 writes 16 zero bytes. */
+static __device__ __forceinline__ void elan_cp_async16(void *dst, const void *src, unsigned bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(elan_smem_addr(dst)),
+                 "l"((unsigned long long)__cvta_generic_to_global(src)), "r"(bytes)
+                 : "memory");
+}
 static __device__ __forceinline__ void elan_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 static __device__ __forceinline__ void elan_cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 

@@ -1,0 +1,389 @@
+// kernel: src/cuda/conv3x3.cu
+/* check_tail.cu — elan_cuda_tail_mma (the tail on tensor cores, from the half residual stream) against a
+   double-precision CPU reference and against the fp32 tail (elan_cuda_tail) on the same data, then both timed at
+   ELAN-light's size (960 x 540 cropped from 960 x 544, x4, C = 60).
+
+   Coverage: scales 4, 2, 3; C = 60 (ELAN-light), 64 (no zero channels), 48, 20 (ceil(C/16) = 2 k-steps, a
+   partial one), 4 (the least); xh in fp16 and bf16; images cropped inside their padding (H, W not multiples of
+   the 16-pixel tile, so tiles straddle the crop edge and the neighbourhood of edge pixels reads real values
+   from the padding) and uncropped; batches of 1 to 4; 1 x 1. The large cases (several tiles per CTA: the
+   persistent loop and the L2 prefetch of the next tile) check every 7th LR pixel (every 31st at 960 x 540).
+   Also elan_cuda_tail_mma_supported, and the launcher's refusals.
+
+   Inputs: xh of magnitude 1..60 and hb of 1..20, random signs, never zero, over the whole padded image (the
+   padding holds real activations); weights 0.01..0.2 and bias 1..10, random signs, zero in the padded output
+   columns as the backend stages them. The output is surrounded by GUARD floats on both sides and filled with a
+   NaN sentinel: an unwritten element fails the comparison, a write outside the output changes a guard.
+
+   Reference: s = fp16(float(xh) + hb) (fp32 sum, one rounding, as the kernel), the weights rounded to fp16 here
+   from the fp32 ones (independently of elan_cuda_tail_mma_weights, so its layout is checked too), then
+   r = b + sum over taps and channels of w * s in double, zero outside the padded image; pixel shuffle; crop.
+   Tolerances:
+     against r: 1e-4 + 1e-5 S, S = |b| + sum |w s|. Products of fp16 values are exact in fp32; what is left is
+                the fp32 accumulation: ceil(C/16) * 9 <= 36 mma steps each rounding the accumulator
+                (<= 2^-24 S) plus the tensor core's alignment inside each k16 sum (<= 2^-23 of its |terms|),
+                together <= ~2.3e-6 S: 4x margin.
+     against the fp32 tail: that one neither rounds s nor the weights to fp16. Each product w s then differs
+                by two independent roundings of relative size <= u = 2^-11 each (standard deviation
+                <= u/sqrt(3) each), so the difference of the two tails has a standard deviation <= 0.82 u R,
+                R = sqrt(sum (w s)^2). Tolerance 8 u R + 2e-5 S + 1e-3: ~10 standard deviations (no false
+                alarm in the ~1e6 values compared) plus both accumulation bounds, still smaller than one typical
+                term |w s|, so a wrong tap or channel shows.
+   Exit status non-zero on any failure. */
+#include "cuda_common.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+#define CK(x)                                                                                                    \
+    do {                                                                                                         \
+        cudaError_t e_ = (x);                                                                                    \
+        if (e_ != cudaSuccess) {                                                                                 \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));                  \
+            exit(2);                                                                                             \
+        }                                                                                                        \
+    } while (0)
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static inline uint64_t rng_next(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+/* magnitude in [lo, hi), random sign: never zero */
+static inline float rnd_mag(float lo, float hi) {
+    const uint64_t r = rng_next();
+    const float u = (float)(r >> 40) * (1.0f / 16777216.0f);
+    const float v = lo + (hi - lo) * u;
+    return (r & 1) ? -v : v;
+}
+
+static uint16_t to_bits(float f, int act) {
+    if (act == ELAN_ACT_F16) {
+        const __half_raw r = __float2half_rn(f);
+        return r.x;
+    }
+    const __nv_bfloat16_raw r = __float2bfloat16_rn(f);
+    return r.x;
+}
+static float from_bits(uint16_t u, int act) {
+    if (act == ELAN_ACT_F16) {
+        __half_raw r;
+        r.x = u;
+        return __half2float(__half(r));
+    }
+    __nv_bfloat16_raw r;
+    r.x = u;
+    return __bfloat162float(__nv_bfloat16(r));
+}
+/* fp16 rounding as the kernel's (saturating at +-65504; the inputs never get there) */
+static float round16(float v) {
+    return from_bits(to_bits(std::min(std::max(v, -65504.0f), 65504.0f), ELAN_ACT_F16), ELAN_ACT_F16);
+}
+
+#define GUARD 1024
+static const uint32_t SENT = 0x7FBADBADu; /* a NaN */
+
+static int failures = 0;
+static double worst_ref = 0.0, worst_old = 0.0; /* largest error / tolerance over all cases */
+
+struct dev_data {
+    void *xh;
+    float *x, *hb, *w, *b, *out, *out_old;
+    void *wh;
+};
+
+/* Inputs of one case on the host: xh bits, hb, fp32 weights [C][9][npad] and bias [npad]. */
+struct host_data {
+    std::vector<uint16_t> xh;
+    std::vector<float> hb, w, b;
+};
+
+static void make_inputs(host_data &h, int act, int n, int Hp, int Wp, int C, int S) {
+    const size_t px = (size_t)n * Hp * Wp;
+    const int nout = 3 * S * S, npad = elan_cuda_tail_nout_pad(S);
+    h.xh.resize(px * C);
+    h.hb.resize(px * C);
+    for (size_t i = 0; i < px * C; i++) h.xh[i] = to_bits(rnd_mag(1.0f, 60.0f), act), h.hb[i] = rnd_mag(1.0f, 20.0f);
+    h.w.assign((size_t)C * 9 * npad, 0.0f);
+    h.b.assign(npad, 0.0f);
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < 9; t++)
+            for (int o = 0; o < nout; o++) h.w[((size_t)c * 9 + t) * npad + o] = rnd_mag(0.01f, 0.2f);
+    for (int o = 0; o < nout; o++) h.b[o] = rnd_mag(1.0f, 10.0f);
+}
+
+static dev_data upload(const host_data &h, int act, int n, int H, int W, int C, int S) {
+    dev_data d;
+    const size_t elems = h.xh.size(), nout_el = (size_t)n * 3 * H * S * W * S + 2 * GUARD;
+    std::vector<float> x(elems);
+    for (size_t i = 0; i < elems; i++) x[i] = from_bits(h.xh[i], act);
+    std::vector<uint16_t> wh(elan_cuda_tail_mma_weights_count(S));
+    elan_cuda_tail_mma_weights(h.w.data(), C, S, wh.data());
+    std::vector<uint32_t> sent(nout_el, SENT);
+    CK(cudaMalloc(&d.xh, elems * 2));
+    CK(cudaMalloc(&d.x, elems * 4));
+    CK(cudaMalloc(&d.hb, elems * 4));
+    CK(cudaMalloc(&d.w, h.w.size() * 4));
+    CK(cudaMalloc(&d.b, h.b.size() * 4));
+    CK(cudaMalloc(&d.wh, wh.size() * 2));
+    CK(cudaMalloc(&d.out, nout_el * 4));
+    CK(cudaMalloc(&d.out_old, nout_el * 4));
+    CK(cudaMemcpy(d.xh, h.xh.data(), elems * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.x, x.data(), elems * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.hb, h.hb.data(), elems * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.w, h.w.data(), h.w.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.b, h.b.data(), h.b.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.wh, wh.data(), wh.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.out, sent.data(), nout_el * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.out_old, sent.data(), nout_el * 4, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static void release(dev_data &d) {
+    CK(cudaFree(d.xh));
+    CK(cudaFree(d.x));
+    CK(cudaFree(d.hb));
+    CK(cudaFree(d.w));
+    CK(cudaFree(d.b));
+    CK(cudaFree(d.wh));
+    CK(cudaFree(d.out));
+    CK(cudaFree(d.out_old));
+}
+
+static elan_cuda_tail_args tail_args(const dev_data &d, int act, int mma, int n, int H, int W, int Hp, int Wp, int C,
+                                     int S) {
+    elan_cuda_tail_args a;
+    memset(&a, 0, sizeof a);
+    a.hb = d.hb, a.b = d.b;
+    a.n = n, a.H = H, a.W = W, a.Hp = Hp, a.Wp = Wp, a.C = C, a.scale = S;
+    if (mma)
+        a.xh = d.xh, a.act = act, a.wh = d.wh, a.out = d.out + GUARD;
+    else
+        a.x = d.x, a.w = d.w, a.out = d.out_old + GUARD;
+    return a;
+}
+
+/* One case: both tails, compared on every `stride`-th LR pixel (in n, y, x order), guards on all. */
+static void run_case(int act, int S, int C, int n, int Hp, int Wp, int H, int W, int stride) {
+    char what[160];
+    snprintf(what, sizeof what, "%s x%d C=%d n=%d %dx%d (padded %dx%d)%s", act == ELAN_ACT_F16 ? "fp16" : "bf16", S,
+             C, n, H, W, Hp, Wp, stride > 1 ? ", sampled" : "");
+    host_data h;
+    make_inputs(h, act, n, Hp, Wp, C, S);
+    dev_data d = upload(h, act, n, H, W, C, S);
+    const elan_cuda_tail_args am = tail_args(d, act, 1, n, H, W, Hp, Wp, C, S);
+    const elan_cuda_tail_args ao = tail_args(d, act, 0, n, H, W, Hp, Wp, C, S);
+    CK(elan_cuda_tail_mma(&am, 0));
+    CK(elan_cuda_tail(&ao, 0));
+    CK(cudaDeviceSynchronize());
+    const int nout = 3 * S * S, npad = elan_cuda_tail_nout_pad(S);
+    const size_t OH = (size_t)H * S, OW = (size_t)W * S, nout_el = (size_t)n * 3 * OH * OW;
+    std::vector<float> got(nout_el + 2 * GUARD), old(nout_el + 2 * GUARD);
+    CK(cudaMemcpy(got.data(), d.out, got.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(old.data(), d.out_old, old.size() * 4, cudaMemcpyDeviceToHost));
+    release(d);
+
+    long long bad = 0, checked = 0;
+    auto report = [&](const char *kind, long long i, double g, double r, double tol) {
+        if (bad < 5) fprintf(stderr, "  MISMATCH %s: %s at %lld: got %.6g ref %.6g (tol %.3g)\n", what, kind, i, g, r, tol);
+        bad++;
+    };
+    for (size_t i = 0; i < GUARD; i++) {
+        uint32_t u;
+        memcpy(&u, &got[i], 4);
+        if (u != SENT) report("guard before", (long long)i - GUARD, got[i], 0, 0);
+        memcpy(&u, &got[GUARD + nout_el + i], 4);
+        if (u != SENT) report("guard after", (long long)i, got[GUARD + nout_el + i], 0, 0);
+    }
+
+    /* fp16 weights of the reference, [tap][o][c] */
+    std::vector<double> w16((size_t)9 * nout * C), w32((size_t)9 * nout * C);
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < 9; t++)
+            for (int o = 0; o < nout; o++) {
+                const float v = h.w[((size_t)c * 9 + t) * npad + o];
+                w16[((size_t)t * nout + o) * C + c] = round16(v);
+                w32[((size_t)t * nout + o) * C + c] = v;
+            }
+    std::vector<double> r(nout), S_(nout), R2(nout), s16(C), s32(C);
+    double wr = 0.0, wo = 0.0;
+    const long long lr_px = (long long)n * H * W;
+    for (long long p = 0; p < lr_px; p += stride) {
+        const int img = (int)(p / ((long long)H * W)), y = (int)(p / W % H), x = (int)(p % W);
+        for (int o = 0; o < nout; o++) r[o] = h.b[o], S_[o] = fabs((double)h.b[o]), R2[o] = 0.0;
+        for (int t = 0; t < 9; t++) {
+            const int py = y + t / 3 - 1, px = x + t % 3 - 1;
+            if (py < 0 || py >= Hp || px < 0 || px >= Wp) continue;
+            const size_t base = (((size_t)img * Hp + py) * Wp + px) * C;
+            for (int c = 0; c < C; c++) {
+                const float xs = from_bits(h.xh[base + c], act);
+                const float sum = xs + h.hb[base + c]; /* fp32, as the kernel */
+                s16[c] = round16(sum);
+                s32[c] = sum;
+            }
+            for (int o = 0; o < nout; o++) {
+                const double *a16 = &w16[((size_t)t * nout + o) * C], *a32 = &w32[((size_t)t * nout + o) * C];
+                double acc = 0.0, abs_ = 0.0, sq = 0.0;
+                for (int c = 0; c < C; c++) {
+                    const double term = a16[c] * s16[c], t32 = a32[c] * s32[c];
+                    acc += term, abs_ += fabs(term), sq += t32 * t32;
+                }
+                r[o] += acc, S_[o] += abs_, R2[o] += sq;
+            }
+        }
+        for (int o = 0; o < nout; o++) {
+            const int c = o / (S * S), i = o / S % S, j = o % S;
+            const size_t e = GUARD + (((size_t)img * 3 + c) * OH + (size_t)y * S + i) * OW + (size_t)x * S + j;
+            const double g = got[e], go = old[e];
+            const double tol = 1e-4 + 1e-5 * S_[o];
+            const double tol_old = 8.0 * (1.0 / 2048.0) * sqrt(R2[o]) + 2e-5 * S_[o] + 1e-3;
+            checked++;
+            wr = std::max(wr, fabs(g - r[o]) / tol);
+            wo = std::max(wo, fabs(g - go) / tol_old);
+            if (!(fabs(g - r[o]) <= tol)) report("vs reference", (long long)e - GUARD, g, r[o], tol);
+            if (!(fabs(g - go) <= tol_old)) report("vs fp32 tail", (long long)e - GUARD, g, go, tol_old);
+        }
+    }
+    /* every output element written (the sampled cases: all, not only the compared ones) */
+    long long unwritten = 0;
+    for (size_t e = 0; e < nout_el; e++) {
+        uint32_t u;
+        memcpy(&u, &got[GUARD + e], 4);
+        if (u == SENT) unwritten++;
+    }
+    if (unwritten) {
+        fprintf(stderr, "  %s: %lld output elements unwritten\n", what, unwritten);
+        bad += unwritten;
+    }
+    worst_ref = std::max(worst_ref, wr);
+    worst_old = std::max(worst_old, wo);
+    if (bad) {
+        fprintf(stderr, "FAIL %s: %lld bad values\n", what, bad);
+        failures++;
+    } else
+        printf("ok   %s: %lld values, worst err/tol %.3f (reference), %.3f (fp32 tail)\n", what, checked, wr, wo);
+}
+
+/* ---- timing ---- */
+
+static double median_ms(const elan_cuda_tail_args &a, int mma) {
+    const int WARM = 5, RUNS = 50;
+    for (int i = 0; i < WARM; i++) CK(mma ? elan_cuda_tail_mma(&a, 0) : elan_cuda_tail(&a, 0));
+    CK(cudaDeviceSynchronize());
+    std::vector<cudaEvent_t> ev(2 * RUNS);
+    for (auto &e : ev) CK(cudaEventCreate(&e));
+    for (int i = 0; i < RUNS; i++) {
+        CK(cudaEventRecord(ev[2 * i], 0));
+        CK(mma ? elan_cuda_tail_mma(&a, 0) : elan_cuda_tail(&a, 0));
+        CK(cudaEventRecord(ev[2 * i + 1], 0));
+    }
+    CK(cudaDeviceSynchronize());
+    std::vector<float> ms(RUNS);
+    for (int i = 0; i < RUNS; i++) CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+    for (auto &e : ev) CK(cudaEventDestroy(e));
+    std::sort(ms.begin(), ms.end());
+    return ms[RUNS / 2];
+}
+
+static void time_tails(void) {
+    const int act = ELAN_ACT_F16, S = 4, C = 60, n = 1, Hp = 544, Wp = 960, H = 540, W = 960;
+    host_data h;
+    make_inputs(h, act, n, Hp, Wp, C, S);
+    dev_data d = upload(h, act, n, H, W, C, S);
+    const elan_cuda_tail_args am = tail_args(d, act, 1, n, H, W, Hp, Wp, C, S);
+    const elan_cuda_tail_args ao = tail_args(d, act, 0, n, H, W, Hp, Wp, C, S);
+    const double tm = median_ms(am, 1), to = median_ms(ao, 0);
+    /* DRAM bytes the mma tail must move at least: xh and hb of the padded image, the output */
+    const double bytes = (double)n * Hp * Wp * C * 6.0 + (double)n * 3 * H * S * W * S * 4.0;
+    const double macs = (double)n * H * W * 9 * C * 3 * S * S;
+    printf("time x%d C=%d %dx%d (padded %dx%d): tensor-core tail %.4f ms (%.0f GB/s of its minimum traffic, %.1f TMAC/s); "
+           "fp32 tail %.4f ms (without the fp16 -> fp32 conversion of x it needs in the backend); fp32 / mma %.2fx\n",
+           S, C, W, H, Wp, Hp, tm, bytes / (tm * 1e-3) / 1e9, macs / (tm * 1e-3) / 1e12, to, to / tm);
+    release(d);
+}
+
+int main(void) {
+    const struct {
+        int C, S, want;
+    } sup[] = {{60, 4, 0}, {64, 2, 0}, {4, 3, 0}, {48, 4, 0}, {62, 4, -1}, {68, 4, -1}, {0, 4, -1}, {60, 5, -1}, {60, 1, -1}};
+    for (const auto &s : sup)
+        if (elan_cuda_tail_mma_supported(s.C, s.S) != s.want) {
+            fprintf(stderr, "FAIL elan_cuda_tail_mma_supported(%d, %d) = %d, want %d\n", s.C, s.S,
+                    elan_cuda_tail_mma_supported(s.C, s.S), s.want);
+            failures++;
+        }
+    const int acts[] = {ELAN_ACT_F16, ELAN_ACT_BF16};
+    const int Cs[] = {60, 64, 48, 20, 4};
+    for (int act : acts)
+        for (int S = 2; S <= 4; S++)
+            for (int C : Cs) CK(elan_cuda_tail_mma_prepare(C, S, act));
+    if (elan_cuda_tail_mma_prepare(60, 4, ELAN_ACT_F32) != cudaErrorInvalidValue) {
+        fprintf(stderr, "FAIL elan_cuda_tail_mma_prepare accepts fp32\n");
+        failures++;
+    }
+
+    /* the launcher's refusals: fp32 act, misaligned hb, crop larger than the padded image */
+    {
+        host_data h;
+        make_inputs(h, ELAN_ACT_F16, 1, 16, 16, 60, 4);
+        dev_data d = upload(h, ELAN_ACT_F16, 1, 16, 16, 60, 4);
+        elan_cuda_tail_args a = tail_args(d, ELAN_ACT_F16, 1, 1, 16, 16, 16, 16, 60, 4);
+        elan_cuda_tail_args b = a;
+        b.act = ELAN_ACT_F32;
+        const cudaError_t e1 = elan_cuda_tail_mma(&b, 0);
+        b = a;
+        b.hb = a.hb + 1;
+        const cudaError_t e2 = elan_cuda_tail_mma(&b, 0);
+        b = a;
+        b.W = 17;
+        const cudaError_t e3 = elan_cuda_tail_mma(&b, 0);
+        if (e1 != cudaErrorInvalidValue || e2 != cudaErrorInvalidValue || e3 != cudaErrorInvalidValue) {
+            fprintf(stderr, "FAIL refusals: %s, %s, %s\n", cudaGetErrorName(e1), cudaGetErrorName(e2), cudaGetErrorName(e3));
+            failures++;
+        }
+        (void)cudaGetLastError();
+        release(d);
+    }
+
+    const struct {
+        int S, C, n, Hp, Wp, H, W, stride;
+    } cases[] = {
+        {4, 60, 1, 64, 48, 60, 45, 1},    /* ELAN-light, cropped inside its padding */
+        {4, 60, 2, 32, 32, 32, 32, 1},    /* uncropped, a batch */
+        {2, 60, 1, 48, 32, 37, 29, 1},
+        {3, 60, 2, 32, 48, 30, 41, 1},
+        {2, 64, 1, 32, 32, 17, 31, 1},    /* no zero channels */
+        {3, 20, 1, 48, 48, 40, 33, 1},    /* 2 k-steps, the second partial */
+        {4, 48, 3, 16, 32, 9, 17, 1},
+        {4, 4, 1, 16, 16, 16, 5, 1},      /* the least C */
+        {2, 60, 1, 16, 16, 1, 1, 1},
+        {3, 60, 4, 256, 256, 250, 250, 7}, /* several tiles per CTA */
+        {2, 60, 2, 256, 256, 256, 243, 7},
+        {4, 60, 1, 544, 960, 540, 960, 31}, /* the timed size */
+    };
+    int ncases = 0;
+    for (const auto &c : cases)
+        for (int act : acts) {
+            run_case(act, c.S, c.C, c.n, c.Hp, c.Wp, c.H, c.W, c.stride);
+            ncases++;
+        }
+    printf("%d cases, %d failed; worst error / tolerance %.3f against the reference, %.3f against the fp32 tail\n",
+           ncases, failures, worst_ref, worst_old);
+    if (failures) {
+        printf("FAIL tail\n");
+        return 1;
+    }
+    time_tails();
+    printf("PASS tail\n");
+    return 0;
+}
