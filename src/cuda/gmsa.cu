@@ -1,6 +1,7 @@
 /* gmsa.cu — the attention inside GMSA: for every ws x ws window of one channel group,
-   A = softmax_rows(q q^T) (no scaling, keys are the queries) and y = A v. project_inp / project_out are
-   cuBLAS GEMMs in cuda_backend.cu; this file is only the windowed attention.
+   A = softmax_rows(q q^T) (no scaling, keys are the queries) and y = A v. In fp32 / tf32 project_inp and
+   project_out are cuBLAS GEMMs in cuda_backend.cu; in the half modes project_inp runs inside the tensor-core
+   kernel below (attn_project) and project_out in pointwise.cu.
 
    Shape of the work: a window has T = ws^2 tokens (16, 64, 256) with k channels each (20 in ELAN-light). A
    block of 256 threads holds 256 tokens — 256/T whole windows — and each thread owns one token: it loads its

@@ -27,11 +27,11 @@
         padded to a multiple of 16 with zero channels, stride an odd multiple of 16 bytes). Issued for the
         next tile right after GEMM1 of this one, so it overlaps GEMM2; at the top of each tile the next
         tile's input window and x rows are also prefetched into L2, so both arrive from L2 a tile later.
-     2. GEMM1 (M = 180 hidden pixels in 12 m16 tiles, N = e, K = C padded to 16): warp w takes the m16 tiles
-        w/2, w/2 + 4, w/2 + 8 and the half (w % 2) of the n8 tiles (e padded to 32 with zero weights; an n8
-        tile wholly in that padding is skipped). A: ldmatrix x4 from S0 (lane l points at row l % 16, k half
-        l / 16; rows past 180 are clamped to row 179, their results never stored). B: ldmatrix from w0 in
-        shared memory ([n][k], k contiguous: B[k][n] = w0[n][k]). The accumulators start at b0; epilogue: one
+     2. GEMM1 (M = 180 hidden pixels in 12 m16 tiles, N = e, K = C padded to 16): warp w takes the six m16
+        tiles of half w % 2 and the quarter w / 2 of the n8 tiles (e padded to 32 with zero weights), whose B
+        fragments it loads once per tile into registers. A: ldmatrix x4 from S0 (lane l points at row l % 16,
+        k half l / 16; rows past 180 are clamped to row 179, their results never stored). B: ldmatrix from w0
+        in shared memory ([n][k], k contiguous: B[k][n] = w0[n][k]). The accumulators start at b0; epilogue: one
         cvt per pair does relu and the rounding to T (fp16 saturating), 0 for hidden pixels outside the
         image (the zero fill of shift1), 32-bit stores to the hidden tile H (180 rows, stride HS halves).
      3. each lane loads its x values of the tile (float2, streaming hint) straight into GEMM2's accumulators
@@ -85,7 +85,7 @@ struct lfe_shape {
     static constexpr int XS = lfe_stride(K1);                             /* X / S0 and w0 row stride */
     static constexpr int MT1 = (NH + 15) / 16;                            /* GEMM1 m16 tiles */
     static constexpr int NT1 = E / 8;                                     /* GEMM1 n8 tiles */
-    static constexpr int NTH = (NT1 + 3) / 4 * 2;                         /* n8 tiles per warp (even) */
+    static constexpr int NTH = (NT1 + 3) / 4 * 2;                         /* half the padded n8 tiles (even) */
     static constexpr int HS = lfe_stride(E);                              /* H and w1 row stride */
     static constexpr int KC2 = E / 16, KT2 = E % 16;                      /* GEMM2: k16 steps, remainder */
     static constexpr int NT2 = (C + 7) / 8 + ((C + 7) / 8) % 2;           /* GEMM2 n8 tiles (even) */
@@ -224,12 +224,16 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
     const int tiles_x = Wp / LFE_TW, tiles_img = Hp / LFE_TH * tiles_x, ntiles = a.n * tiles_img;
     const unsigned short *xh = (const unsigned short *)a.xh_in;
 
-    const int nh = warp & 1;                            /* GEMM1: which half of the n8 tiles */
-    const int nv1 = min(S::NTH, S::NT1 - nh * S::NTH); /* n8 tiles of that half not wholly padding */
-    const unsigned short *w0h = w0s + nh * S::NTH * 8 * S::XS;
+    /* GEMM1 work split: warp w takes the m16 tiles (w & 1) * MT1/2 .. + MT1/2 - 1 and the quarter w >> 1 of the
+       (zero-padded) n8 tiles, NQ of them, whose B fragments it loads once per tile (NQ x K1/16 ldmatrix x2)
+       and keeps in registers across its m16 tiles: against a split of whole n-halves with B reloaded for every
+       m16 tile, GEMM1 reads 47% fewer bytes of shared memory, whose bandwidth bounds this kernel. */
+    constexpr int NQ = S::NTH / 2, MH = S::MT1 / 2;
+    const int mh = warp & 1, nq = warp >> 1;
+    /* B by ldmatrix x2, matrices (n8 tile, k lo), (n8 tile, k hi); lanes 16-31 repeat 0-15 */
+    const unsigned short *w0q = w0s + (nq * NQ * 8 + (lane & 7)) * S::XS + ((lane >> 3) & 1) * 8;
     const int arow = lane & 15, akh = lane >> 4; /* A by ldmatrix x4: row arow of the m16 tile, k half akh */
-    /* B by ldmatrix x4, matrices (n8 tile 2np, k lo), (2np, k hi), (2np + 1, k lo), (2np + 1, k hi) */
-    const int bo0 = ((lane >> 4) * 8 + (lane & 7)) * S::XS + ((lane >> 3) & 1) * 8;
+    /* GEMM2's B by ldmatrix x4, matrices (n8 tile 2np, k lo), (2np, k hi), (2np + 1, k lo), (2np + 1, k hi) */
     const int bo1 = ((lane >> 4) * 8 + (lane & 7)) * S::HS + ((lane >> 3) & 1) * 8;
 
 #pragma unroll 1
@@ -242,49 +246,49 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
         if (more) lfe_prefetch<C, E>(xh, a.x, lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), Hp, Wp);
 
         /* ---- GEMM1: H = relu(S0 w0^T + b0) on the 180 hidden pixels ---- */
-#pragma unroll 1
-        for (int mt = warp >> 1; mt < S::MT1; mt += LFE_THREADS / 64) {
-            const unsigned short *pa = s0 + min(mt * 16 + arow, S::NH - 1) * S::XS + akh * 8;
-            float acc[S::NTH][4];
+        {
+            unsigned bf[NQ][S::K1 / 16][2];
 #pragma unroll
-            for (int j = 0; j < S::NTH; j++) {
-                const float2 bb = *(const float2 *)(b0s + (nh * S::NTH + j) * 8 + 2 * t);
-                acc[j][0] = acc[j][2] = bb.x;
-                acc[j][1] = acc[j][3] = bb.y;
-            }
+            for (int j = 0; j < NQ; j++)
 #pragma unroll
-            for (int kc = 0; kc < S::K1 / 16; kc++) {
-                unsigned af[4];
-                elan_ldsm_x4(af, pa + kc * 16);
+                for (int kc = 0; kc < S::K1 / 16; kc++) elan_ldsm_x2(bf[j][kc], w0q + j * 8 * S::XS + kc * 16);
+#pragma unroll 2
+            for (int i = 0; i < MH; i++) {
+                const int mt = mh * MH + i;
+                const unsigned short *pa = s0 + min(mt * 16 + arow, S::NH - 1) * S::XS + akh * 8;
+                float acc[NQ][4];
 #pragma unroll
-                for (int np = 0; np < S::NTH / 2; np++) {
-                    if (2 * np < S::NT1 - S::NTH || 2 * np < nv1) {
-                        unsigned bf[4];
-                        elan_ldsm_x4(bf, w0h + np * 16 * S::XS + bo0 + kc * 16);
-                        elan_mma16816<T>(acc[2 * np], af, bf);
-                        if (2 * np + 1 < S::NT1 - S::NTH || 2 * np + 1 < nv1)
-                            elan_mma16816<T>(acc[2 * np + 1], af, bf + 2);
-                    }
+                for (int j = 0; j < NQ; j++) {
+                    const float2 bb = *(const float2 *)(b0s + (nq * NQ + j) * 8 + 2 * t);
+                    acc[j][0] = acc[j][2] = bb.x;
+                    acc[j][1] = acc[j][3] = bb.y;
                 }
-            }
-            /* hidden pixels outside the image are the zero fill of shift1 */
-            const int q0 = mt * 16 + g, q1 = q0 + 8;
-            bool ina, inb;
-            {
-                const int hya = q0 / S::HW, hyb = q1 / S::HW;
-                const int gya = tl.y0 - 1 + hya, gxa = tl.x0 - 1 + (q0 - hya * S::HW);
-                const int gyb = tl.y0 - 1 + hyb, gxb = tl.x0 - 1 + (q1 - hyb * S::HW);
-                ina = gya >= 0 && gya < Hp && gxa >= 0 && gxa < Wp;
-                inb = gyb >= 0 && gyb < Hp && gxb >= 0 && gxb < Wp;
-            }
 #pragma unroll
-            for (int j = 0; j < S::NTH; j++) {
-                const int n = (nh * S::NTH + j) * 8 + 2 * t;
-                if (n < E) { /* n even and E % 8 == 0: n + 1 < E too */
-                    if (q0 < S::NH)
-                        *(unsigned *)(hs + q0 * S::HS + n) = ina ? elan_pack2_relu<T>(acc[j][0], acc[j][1]) : 0u;
-                    if (q1 < S::NH)
-                        *(unsigned *)(hs + q1 * S::HS + n) = inb ? elan_pack2_relu<T>(acc[j][2], acc[j][3]) : 0u;
+                for (int kc = 0; kc < S::K1 / 16; kc++) {
+                    unsigned af[4];
+                    elan_ldsm_x4(af, pa + kc * 16);
+#pragma unroll
+                    for (int j = 0; j < NQ; j++) elan_mma16816<T>(acc[j], af, bf[j][kc]);
+                }
+                /* hidden pixels outside the image are the zero fill of shift1 */
+                const int q0 = mt * 16 + g, q1 = q0 + 8;
+                bool ina, inb;
+                {
+                    const int hya = q0 / S::HW, hyb = q1 / S::HW;
+                    const int gya = tl.y0 - 1 + hya, gxa = tl.x0 - 1 + (q0 - hya * S::HW);
+                    const int gyb = tl.y0 - 1 + hyb, gxb = tl.x0 - 1 + (q1 - hyb * S::HW);
+                    ina = gya >= 0 && gya < Hp && gxa >= 0 && gxa < Wp;
+                    inb = gyb >= 0 && gyb < Hp && gxb >= 0 && gxb < Wp;
+                }
+#pragma unroll
+                for (int j = 0; j < NQ; j++) {
+                    const int n = (nq * NQ + j) * 8 + 2 * t;
+                    if (n < E) { /* n even and E % 8 == 0: n + 1 < E too */
+                        if (q0 < S::NH)
+                            *(unsigned *)(hs + q0 * S::HS + n) = ina ? elan_pack2_relu<T>(acc[j][0], acc[j][1]) : 0u;
+                        if (q1 < S::NH)
+                            *(unsigned *)(hs + q1 * S::HS + n) = inb ? elan_pack2_relu<T>(acc[j][2], acc[j][3]) : 0u;
+                    }
                 }
             }
         }
@@ -560,15 +564,8 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
 
     /* once per CTA: weights and biases (zero-padded), zero channels C..K1-1 of X / S0 (never staged) */
     {
-        const unsigned short *w0 = (const unsigned short *)a.w0, *w1 = (const unsigned short *)a.w1;
-        for (int i = tid; i < 2 * S::NTH * 8 * S::XS; i += LFE_THREADS) {
-            const int n = i / S::XS, k = i - n * S::XS;
-            w0s[i] = n < E && k < C ? w0[n * C + k] : (unsigned short)0;
-        }
-        for (int i = tid; i < S::NT2 * 8 * S::HS; i += LFE_THREADS) {
-            const int n = i / S::HS, k = i - n * S::HS;
-            w1s[i] = n < C && k < E ? w1[n * E + k] : (unsigned short)0;
-        }
+        elan_stage_w16<LFE_THREADS, S::XS>(w0s, S::XS, (const unsigned short *)a.w0, E, C, 2 * S::NTH * 8);
+        elan_stage_w16<LFE_THREADS, S::HS>(w1s, S::HS, (const unsigned short *)a.w1, C, E, S::NT2 * 8);
         for (int j = tid; j < 2 * S::NTH * 8; j += LFE_THREADS) b0s[j] = j < E ? a.b0[j] : 0.0f;
         for (int c = tid; c < S::NT2 * 8; c += LFE_THREADS) b1s[c] = c < C ? a.b1[c] : 0.0f;
         if constexpr (S::K1 > C)

@@ -158,6 +158,31 @@ static __device__ __forceinline__ void elan_cp_async16(void *dst, const void *sr
 static __device__ __forceinline__ void elan_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 static __device__ __forceinline__ void elan_cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
+/* Stages an [rows][cols] matrix of 16-bit elements (weights, row-major, 2-byte aligned) into shared memory as
+   R rows of K elements at a stride of dst_stride, zero past rows / cols: dst[n][k] = src[n][k]. Each thread keeps
+   8 loads in flight: a plain strided loop stores every loaded value before its next load issues, so a CTA waits
+   one L2 latency per element it stages (66 of them per thread for an LFE's weights: ~25 us, most of a small
+   image's LFE launch). */
+template <int THREADS, int K>
+static __device__ __forceinline__ void elan_stage_w16(unsigned short *dst, int dst_stride, const unsigned short *src,
+                                                      int rows, int cols, int R) {
+    constexpr int U = 8;
+    const int total = R * K;
+    for (int e0 = (int)threadIdx.x; e0 < total; e0 += U * THREADS) {
+        unsigned short v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int e = e0 + u * THREADS, n = e / K, k = e - n * K;
+            v[u] = e < total && n < rows && k < cols ? __ldg(src + n * cols + k) : (unsigned short)0;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int e = e0 + u * THREADS, n = e / K, k = e - n * K;
+            if (e < total) dst[n * dst_stride + k] = v[u];
+        }
+    }
+}
+
 /* Hint: bring the 128-byte line holding p into L2 (no register, no wait). */
 static __device__ __forceinline__ void elan_prefetch_l2(const void *p) {
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"((unsigned long long)__cvta_generic_to_global(p)));

@@ -173,12 +173,7 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
 
     /* weights [n][k], zero past cout and cin; bias zero past cout; both input buffers zero (columns cin..63 stay
        zero for good: the copies only ever write the first cin) */
-    const unsigned short *w16 = (const unsigned short *)a.w;
-    unsigned short *ws16 = (unsigned short *)ws;
-    for (int e = tid; e < S::NP * PW_KP; e += PW_THREADS) {
-        const int n = e / PW_KP, k = e % PW_KP;
-        ws16[n * PW_KS + k] = n < cout && k < cin ? w16[n * cin + k] : (unsigned short)0;
-    }
+    elan_stage_w16<PW_THREADS, PW_KP>((unsigned short *)ws, PW_KS, (const unsigned short *)a.w, cout, cin, S::NP);
     for (int n = tid; n < S::NP; n += PW_THREADS) bs[n] = n < cout ? a.b[n] : 0.0f;
     for (int e = tid; e < (int)(2 * S::IN_BYTES / 16); e += PW_THREADS) ((uint4 *)ins)[e] = make_uint4(0, 0, 0, 0);
     __syncthreads();
