@@ -8,7 +8,7 @@
    Errors come from P rounded to fp16 before P.V (2^-11 relative) and y rounded to the storage type, so the
    tolerance is relative to the output's scale. Scores reach a few hundred here as in the real network, so a
    wrong score shows up as a wrong softmax at once. */
-#include "cuda_common.h"
+#include "dev_common.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,49 +20,8 @@
 #include <algorithm>
 #include <vector>
 
-#define CK(x)                                                                                         \
-    do {                                                                                              \
-        cudaError_t e_ = (x);                                                                         \
-        if (e_ != cudaSuccess) {                                                                      \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));        \
-            exit(2);                                                                                  \
-        }                                                                                             \
-    } while (0)
 
-static unsigned rng = 12345u;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng = rng * 1664525u + 1013904223u;
-    return (float)((rng >> 8) & 0xffffff) / 8388608.0f - 1.0f;
-}
 
-template <typename T> static float h2f(T v);
-template <> float h2f<__half>(__half v) { return __half2float(v); }
-template <> float h2f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> static T f2h(float v);
-template <> __half f2h<__half>(float v) { return __float2half_rn(v); }
-template <> __nv_bfloat16 f2h<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-static float round_half(float v) { return __half2float(__float2half_rn(v)); }
-
-/* Median of 50 CUDA-event-timed calls of launch() after 10 warm-up calls, in ms. */
-template <typename F>
-static double median_ms(F launch) {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int it = 0; it < 60; it++) {
-        CK(cudaEventRecord(e0));
-        CK(launch());
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float m;
-        CK(cudaEventElapsedTime(&m, e0, e1));
-        if (it >= 10) ms.push_back(m);
-    }
-    cudaEventDestroy(e0), cudaEventDestroy(e1);
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-}
 
 /* One case: n images of Hp x Wp, k channels per group, all 3 windows; computing layout (q and v from g) when
    reuse == 0, reusing layout (q from g, v from a separate C-wide buffer) when reuse == 1. Returns failures. */

@@ -19,7 +19,7 @@
    arithmetic); the other windows are reported. In bf16, g is stored in bf16 before the unfused attention rounds
    it to fp16, so nearly every window differs there: the unfused path is instead checked against a reference
    built from the g it read. */
-#include "cuda_common.h"
+#include "dev_common.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -31,14 +31,6 @@
 #include <algorithm>
 #include <vector>
 
-#define CK(x)                                                                                         \
-    do {                                                                                              \
-        cudaError_t e_ = (x);                                                                         \
-        if (e_ != cudaSuccess) {                                                                      \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));        \
-            exit(2);                                                                                  \
-        }                                                                                             \
-    } while (0)
 
 #define K 20
 #define C 60
@@ -46,19 +38,6 @@
 #define POISON 0x5a
 static const int WS[3] = {4, 8, 16};
 
-static unsigned rng = 12345u;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng = rng * 1664525u + 1013904223u;
-    return (float)((rng >> 8) & 0xffffff) / 8388608.0f - 1.0f;
-}
-
-template <typename T> static float h2f(T v);
-template <> float h2f<__half>(__half v) { return __half2float(v); }
-template <> float h2f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> static T f2h(float v);
-template <> __half f2h<__half>(float v) { return __float2half_rn(v); }
-template <> __nv_bfloat16 f2h<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-static float round_half(float v) { return __half2float(__float2half_rn(v)); }
 /* fp16 bits as an integer monotonic in the value: ulp distance = difference */
 static int h_ord(__half h) {
     unsigned short u;
@@ -67,26 +46,6 @@ static int h_ord(__half h) {
 }
 static int h_nan(__half h) { return __half2float(h) != __half2float(h); }
 
-/* Median of 50 CUDA-event-timed calls of launch() after 10 warm-up calls, in ms. */
-template <typename F>
-static double median_ms(F launch) {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int it = 0; it < 60; it++) {
-        CK(cudaEventRecord(e0));
-        CK(launch());
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float m;
-        CK(cudaEventElapsedTime(&m, e0, e1));
-        if (it >= 10) ms.push_back(m);
-    }
-    cudaEventDestroy(e0), cudaEventDestroy(e1);
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-}
 
 /* A device buffer of `bytes` between two guard zones of POISON (p: the usable part). */
 typedef struct {

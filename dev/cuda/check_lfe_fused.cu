@@ -18,7 +18,8 @@
        every element of it written (none left NaN);
      - guard zones before and after x and both xh_out untouched.
    Then times the 960x544 case (C = 60, e = 120), both variants: warm-up, 100 runs with CUDA events, median. */
-#include "cuda_common.h"
+#define DEV_RNG_SEED 0x1234567887654321ull
+#include "dev_common.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -30,22 +31,7 @@
 #include <cstring>
 #include <vector>
 
-#define CK(call)                                                                                         \
-    do {                                                                                                 \
-        cudaError_t e_ = (call);                                                                         \
-        if (e_ != cudaSuccess) {                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));     \
-            exit(2);                                                                                     \
-        }                                                                                                \
-    } while (0)
 
-static unsigned long long rng_state = 0x1234567887654321ull;
-static unsigned long long rng_next() { /* splitmix64 */
-    unsigned long long z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 static double urand() { return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0); } /* [0, 1) */
 static float uni(float lo, float hi) { return (float)(lo + (hi - lo) * urand()); }
 

@@ -37,7 +37,7 @@
                  more than one ulp of T; such values pass by the range and are counted and printed ("beyond
                  1 ulp"), so that a growing count shows.
    Exit status non-zero on any failure. */
-#include "cuda_common.h"
+#include "dev_common.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -50,48 +50,7 @@
 #include <string.h>
 #include <vector>
 
-#define CK(x)                                                                                                    \
-    do {                                                                                                         \
-        cudaError_t e_ = (x);                                                                                    \
-        if (e_ != cudaSuccess) {                                                                                 \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));                  \
-            exit(2);                                                                                             \
-        }                                                                                                        \
-    } while (0)
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static inline uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-/* magnitude in [lo, hi), random sign: never zero */
-static inline float rnd_mag(float lo, float hi) {
-    const uint64_t r = rng_next();
-    const float u = (float)(r >> 40) * (1.0f / 16777216.0f);
-    const float v = lo + (hi - lo) * u;
-    return (r & 1) ? -v : v;
-}
-
-static uint16_t to_bits(float f, int act) {
-    if (act == ELAN_ACT_F16) {
-        const __half_raw r = __float2half_rn(f);
-        return r.x;
-    }
-    const __nv_bfloat16_raw r = __float2bfloat16_rn(f);
-    return r.x;
-}
-static float from_bits(uint16_t u, int act) {
-    if (act == ELAN_ACT_F16) {
-        __half_raw r;
-        r.x = u;
-        return __half2float(__half(r));
-    }
-    __nv_bfloat16_raw r;
-    r.x = u;
-    return __bfloat162float(__nv_bfloat16(r));
-}
 /* Random T values of magnitude 1..10 (sign random) drawn from a pool: converting tens of millions of floats one
    by one on the host would dominate the check's run time. */
 #define POOL 65536

@@ -30,7 +30,7 @@
                 alarm in the ~1e6 values compared) plus both accumulation bounds, still smaller than one typical
                 term |w s|, so a wrong tap or channel shows.
    Exit status non-zero on any failure. */
-#include "cuda_common.h"
+#include "dev_common.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -43,48 +43,7 @@
 #include <string.h>
 #include <vector>
 
-#define CK(x)                                                                                                    \
-    do {                                                                                                         \
-        cudaError_t e_ = (x);                                                                                    \
-        if (e_ != cudaSuccess) {                                                                                 \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));                  \
-            exit(2);                                                                                             \
-        }                                                                                                        \
-    } while (0)
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static inline uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-/* magnitude in [lo, hi), random sign: never zero */
-static inline float rnd_mag(float lo, float hi) {
-    const uint64_t r = rng_next();
-    const float u = (float)(r >> 40) * (1.0f / 16777216.0f);
-    const float v = lo + (hi - lo) * u;
-    return (r & 1) ? -v : v;
-}
-
-static uint16_t to_bits(float f, int act) {
-    if (act == ELAN_ACT_F16) {
-        const __half_raw r = __float2half_rn(f);
-        return r.x;
-    }
-    const __nv_bfloat16_raw r = __float2bfloat16_rn(f);
-    return r.x;
-}
-static float from_bits(uint16_t u, int act) {
-    if (act == ELAN_ACT_F16) {
-        __half_raw r;
-        r.x = u;
-        return __half2float(__half(r));
-    }
-    __nv_bfloat16_raw r;
-    r.x = u;
-    return __bfloat162float(__nv_bfloat16(r));
-}
 /* fp16 rounding as the kernel's (saturating at +-65504; the inputs never get there) */
 static float round16(float v) {
     return from_bits(to_bits(std::min(std::max(v, -65504.0f), 65504.0f), ELAN_ACT_F16), ELAN_ACT_F16);
@@ -276,7 +235,7 @@ static void run_case(int act, int S, int C, int n, int Hp, int Wp, int H, int W,
 
 /* ---- timing ---- */
 
-static double median_ms(const elan_cuda_tail_args &a, int mma) {
+static double tail_median_ms(const elan_cuda_tail_args &a, int mma) {
     const int WARM = 5, RUNS = 50;
     for (int i = 0; i < WARM; i++) CK(mma ? elan_cuda_tail_mma(&a, 0) : elan_cuda_tail(&a, 0));
     CK(cudaDeviceSynchronize());
@@ -302,7 +261,7 @@ static void time_tails(void) {
     dev_data d = upload(h, act, n, H, W, C, S);
     const elan_cuda_tail_args am = tail_args(d, act, 1, n, H, W, Hp, Wp, C, S);
     const elan_cuda_tail_args ao = tail_args(d, act, 0, n, H, W, Hp, Wp, C, S);
-    const double tm = median_ms(am, 1), to = median_ms(ao, 0);
+    const double tm = tail_median_ms(am, 1), to = tail_median_ms(ao, 0);
     /* DRAM bytes the mma tail must move at least: xh and hb of the padded image, the output */
     const double bytes = (double)n * Hp * Wp * C * 6.0 + (double)n * 3 * H * S * W * S * 4.0;
     const double macs = (double)n * H * W * 9 * C * 3 * S * S;

@@ -131,6 +131,14 @@ static __device__ __forceinline__ lfe_tile lfe_tile_at(int tile, int tiles_x, in
     return r;
 }
 
+/* Whether hidden pixel q (row-major in the 10 x 18 hidden tile) of tile tl lies inside the padded image. */
+template <int C, int E>
+static __device__ __forceinline__ bool lfe_hidden_in(lfe_tile tl, int q, int Hp, int Wp) {
+    typedef lfe_shape<C, E> S;
+    const int hy = q / S::HW, gy = tl.y0 - 1 + hy, gx = tl.x0 - 1 + (q - hy * S::HW);
+    return gy >= 0 && gy < Hp && gx >= 0 && gx < Wp;
+}
+
 /* Generic path, step 1: issue the cp.async of the input tile (rows y0-2 .. y0+9, columns x0-2 .. x0+17) into
    xs. Channels C..K1-1 of each row are never written here (zeroed once at the start). */
 template <int C, int E>
@@ -272,14 +280,7 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                 }
                 /* hidden pixels outside the image are the zero fill of shift1 */
                 const int q0 = mt * 16 + g, q1 = q0 + 8;
-                bool ina, inb;
-                {
-                    const int hya = q0 / S::HW, hyb = q1 / S::HW;
-                    const int gya = tl.y0 - 1 + hya, gxa = tl.x0 - 1 + (q0 - hya * S::HW);
-                    const int gyb = tl.y0 - 1 + hyb, gxb = tl.x0 - 1 + (q1 - hyb * S::HW);
-                    ina = gya >= 0 && gya < Hp && gxa >= 0 && gxa < Wp;
-                    inb = gyb >= 0 && gyb < Hp && gxb >= 0 && gxb < Wp;
-                }
+                const bool ina = lfe_hidden_in<C, E>(tl, q0, Hp, Wp), inb = lfe_hidden_in<C, E>(tl, q1, Hp, Wp);
 #pragma unroll
                 for (int j = 0; j < NQ; j++) {
                     const int n = (nq * NQ + j) * 8 + 2 * t;
@@ -418,14 +419,7 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
                 }
             }
             /* hidden pixels outside the image are the zero fill of shift1 */
-            bool ina = false, inb = false;
-            {
-                const int hya = q0 / S::HW, hyb = q1 / S::HW;
-                const int gya = tl.y0 - 1 + hya, gxa = tl.x0 - 1 + (q0 - hya * S::HW);
-                const int gyb = tl.y0 - 1 + hyb, gxb = tl.x0 - 1 + (q1 - hyb * S::HW);
-                ina = gya >= 0 && gya < Hp && gxa >= 0 && gxa < Wp;
-                inb = gyb >= 0 && gyb < Hp && gxb >= 0 && gxb < Wp;
-            }
+            const bool ina = lfe_hidden_in<C, E>(tl, q0, Hp, Wp), inb = lfe_hidden_in<C, E>(tl, q1, Hp, Wp);
 #pragma unroll
             for (int j = 0; j < S::NTH; j++) {
                 const int n = (nh * S::NTH + j) * 8 + 2 * t;
