@@ -31,5 +31,6 @@ for k in "${kernels[@]}"; do
     "$NCU" --import "$rep.ncu-rep" --page details >"$OUT/ncu_$name.txt" 2>&1
     "$NCU" --import "$rep.ncu-rep" --page source --csv --print-source sass 2>"$OUT/src_$name.err" | gzip >"$OUT/src_$name.csv.gz"
     [ -s "$OUT/src_$name.err" ] && head -5 "$OUT/src_$name.err"
-    python3 tools/ncu_stalls.py "$OUT/src_$name.csv.gz" 2>&1 | head -60
+    python3 tools/ncu_stalls.py "$OUT/src_$name.csv.gz" 12 2>&1 | head -40
+    rm -f "$OUT/ncu_$name.log" "$OUT/src_$name.err"
 done

@@ -103,12 +103,16 @@ struct lfe_shape {
     static constexpr size_t B0 = D1 + ((size_t)R1 * 4 + 15) / 16 * 16;    /* float[2*NTH*8] */
     static constexpr size_t B1 = B0 + (size_t)2 * NTH * 8 * 4;            /* float[NT2*8] */
     static constexpr size_t SMEM = B1 + (size_t)NT2 * 8 * 4;
+    /* run path: S0 needs NH of X's NX rows, so H moves up behind it and gets MT1 * 16 rows, whole m16 tiles
+       (GEMM1 then stores every row without a guard; rows past NH are never read) */
+    static constexpr size_t HR = X + (size_t)NH * XS * 2;
     static_assert(C % 4 == 0 && C <= 64 && E % 8 == 0 && E <= 128, "unsupported LFE shape");
     static_assert(W1 % 16 == 0 && X % 16 == 0 && H % 16 == 0 && O0 % 16 == 0 && O1 % 16 == 0 && D0 % 16 == 0 &&
                       D1 % 16 == 0 && B0 % 16 == 0 && B1 % 16 == 0,
                   "shared-memory regions must stay 16-byte aligned");
     static_assert(LFE_TH == LFE_THREADS / 32 && LFE_TW == 16, "GEMM2 gives one tile row (one m16 tile) to each warp");
     static_assert(NH <= NX && MT1 == 3 * (LFE_THREADS / 64), "GEMM1 gives 3 m16 tiles to each warp");
+    static_assert(HR % 16 == 0 && HR + (size_t)MT1 * 16 * HS * 2 <= O0, "run-path H must fit in X and H");
 };
 
 /* ---- small device helpers ---- */
@@ -157,35 +161,59 @@ static __device__ __forceinline__ void lfe_stage(const unsigned short *xh, unsig
 }
 
 /* Run path, step 1: issue the cp.async of s0 on the 180 hidden pixels (rows y0-1 .. y0+8, columns x0-1 ..
-   x0+16): piece k (channels 4k..4k+3) of hidden pixel q comes from pixel q + d0[k]. */
+   x0+16): piece k (channels 4k..4k+3) of hidden pixel q comes from pixel q + d0[k]. The lanes of a warp take
+   PXW = 32 / PPP pixels per step, lane l piece l % PPP of pixel l / PPP (lanes past PXW * PPP idle): a lane's
+   piece, hence its tap and its channel offset, is the same for every pixel and every tile, so the per-piece
+   work is the pixel's position, one bounds test and the address (Nsight Compute: ~45 instructions per piece
+   when every piece divided its index and re-read its tap). `lp` holds the lane's constants (lfe_lane_piece). */
+struct lfe_piece {
+    int k, sub; /* piece of a pixel, pixel of the warp step (>= PXW: idle lane) */
+    int dy, dx; /* the piece's tap */
+};
 template <int C, int E>
-static __device__ __forceinline__ void lfe_stage_runs(const unsigned short *xh, unsigned short *s0, const int2 *d0,
+static __device__ __forceinline__ lfe_piece lfe_lane_piece(const int2 *d0) {
+    typedef lfe_shape<C, E> S;
+    const int lane = threadIdx.x & 31;
+    lfe_piece lp;
+    lp.sub = lane / S::PPP;
+    lp.k = lane - lp.sub * S::PPP;
+    const int2 d = d0[lp.k];
+    lp.dy = d.x;
+    lp.dx = d.y;
+    return lp;
+}
+template <int C, int E>
+static __device__ __forceinline__ void lfe_stage_runs(const unsigned short *xh, unsigned short *s0, lfe_piece lp,
                                                       lfe_tile tl, int Hp, int Wp) {
     typedef lfe_shape<C, E> S;
-    for (int i = threadIdx.x; i < S::NH * S::PPP; i += LFE_THREADS) {
-        const int q = i / S::PPP, k = i - q * S::PPP;
-        const int hy = q / S::HW, hx = q - hy * S::HW;
-        const int2 d = d0[k];
-        const int gy = tl.y0 - 1 + hy + d.x, gx = tl.x0 - 1 + hx + d.y;
-        const bool in = gy >= 0 && gy < Hp && gx >= 0 && gx < Wp;
-        const unsigned short *src = in ? xh + (((long long)tl.img * Hp + gy) * Wp + gx) * C + 4 * k : xh;
-        elan_cp_async8(s0 + q * S::XS + 4 * k, src, in ? 8u : 0u);
+    constexpr int PXW = 32 / S::PPP, STEP = PXW * (LFE_THREADS / 32);
+    if (lp.sub < PXW) {
+        /* the image's first pixel, at the lane's channels: a valid address for the zero fills too */
+        const char *base = (const char *)(xh + (long long)tl.img * Hp * Wp * C + 4 * lp.k);
+        const int oy = tl.y0 - 1 + lp.dy, ox = tl.x0 - 1 + lp.dx;
+#pragma unroll 4
+        for (int q = (threadIdx.x >> 5) * PXW + lp.sub; q < S::NH; q += STEP) {
+            const int hy = q / S::HW, gy = oy + hy, gx = ox + (q - hy * S::HW);
+            const bool in = (unsigned)gy < (unsigned)Hp && (unsigned)gx < (unsigned)Wp;
+            const unsigned pix = in ? (unsigned)(gy * Wp + gx) : 0u; /* the pixel in the image (< 2^31) */
+            elan_cp_async8(s0 + q * S::XS + 4 * lp.k, base + (size_t)pix * (2 * C), in ? 8u : 0u);
+        }
     }
     elan_cp_async_commit();
 }
 
 /* The residual of pixel p, channels c and c + 1: the fp32 x, or (half residual stream, a.x == NULL) the input's
    own half copy xh_in, already in L2 from the staging of this tile. */
-template <typename T, int C>
+template <typename T, int C, bool XF>
 static __device__ __forceinline__ float2 lfe_residual(const elan_cuda_lfe_args &a, long long p, int c) {
-    if (a.x) return __ldcs((const float2 *)(a.x + p * C + c));
+    if (XF) return __ldcs((const float2 *)(a.x + p * C + c));
     return elan_unpack2<T>(*(const unsigned *)((const T *)a.xh_in + p * C + c));
 }
 
 /* The epilogue's stores of pixel p, channels c and c + 1: x (fp32 stream only) and its half copy. */
-template <typename T, int C>
+template <typename T, int C, bool XF>
 static __device__ __forceinline__ void lfe_store(const elan_cuda_lfe_args &a, long long p, int c, float2 v) {
-    if (a.x) __stcs((float2 *)(a.x + p * C + c), v);
+    if (XF) __stcs((float2 *)(a.x + p * C + c), v);
     *(unsigned *)((T *)a.xh_out + p * C + c) = elan_pack2_out<T>(v.x, v.y);
 }
 
@@ -198,10 +226,12 @@ static __device__ __forceinline__ void lfe_prefetch(const unsigned short *xh, co
     constexpr int XL = (S::XW * C * 2 + 127) / 128 + 1; /* lines touched by one window row, at most */
     constexpr int FL = (LFE_TW * C * 4 + 127) / 128 + 1; /* lines touched by one x row of the tile, at most */
     const int tid = threadIdx.x;
+    static_assert(S::XH * XL <= LFE_THREADS, "one window line per thread");
     const int xa = max(tl.x0 - 2, 0), xb = min(tl.x0 + LFE_TW + 2, Wp);
-    for (int i = tid; i < S::XH * XL; i += LFE_THREADS) {
-        const int r = i / XL, l = i - r * XL, gy = tl.y0 - 2 + r;
-        if (gy >= 0 && gy < Hp) {
+    if (tid < S::XH * XL) { /* one request per thread: a loop here compiled to ~100 instructions of remainder
+                               handling for a single trip */
+        const int r = tid / XL, l = tid - r * XL, gy = tl.y0 - 2 + r;
+        if ((unsigned)gy < (unsigned)Hp) {
             const char *row = (const char *)(xh + (((long long)tl.img * Hp + gy) * Wp + xa) * C);
             elan_prefetch_l2(row + min(l * 128, (xb - xa) * C * 2 - 1));
         }
@@ -214,15 +244,16 @@ static __device__ __forceinline__ void lfe_prefetch(const unsigned short *xh, co
     }
 }
 
-/* The run path's tile loop (see the opening comment, steps 1-5). The first tile's S0 is already in flight. */
-template <typename T, int C, int E>
-static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a, unsigned char *smem) {
+/* The run path's tile loop (see the opening comment, steps 1-5). The first tile's S0 is already in flight.
+   XF: the fp32 residual stream a.x is present (a compile-time choice: a run-time test left both variants'
+   address arithmetic in the loop, predicated, about 100 issued instructions per warp and tile). */
+template <typename T, int C, int E, bool XF>
+static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a, unsigned char *smem, lfe_piece lp) {
     typedef lfe_shape<C, E> S;
     const unsigned short *w0s = (const unsigned short *)(smem + S::W0);
     const unsigned short *w1s = (const unsigned short *)(smem + S::W1);
     unsigned short *s0 = (unsigned short *)(smem + S::X);
-    unsigned short *hs = (unsigned short *)(smem + S::H);
-    const int2 *d0 = (const int2 *)(smem + S::D0);
+    unsigned short *hs = (unsigned short *)(smem + S::HR);
     const int *d1 = (const int *)(smem + S::D1);
     const float *b0s = (const float *)(smem + S::B0);
     const float *b1s = (const float *)(smem + S::B1);
@@ -244,14 +275,15 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
     /* GEMM2's B by ldmatrix x4, matrices (n8 tile 2np, k lo), (2np, k hi), (2np + 1, k lo), (2np + 1, k hi) */
     const int bo1 = ((lane >> 4) * 8 + (lane & 7)) * S::HS + ((lane >> 3) & 1) * 8;
 
+    lfe_tile tl = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
 #pragma unroll 1
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-        const lfe_tile tl = lfe_tile_at(tile, tiles_x, tiles_img);
         const bool more = tile + (int)gridDim.x < ntiles;
+        const lfe_tile nx = more ? lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img) : tl; /* the next tile */
         elan_cp_async_wait_all();
         __syncthreads(); /* S0 of this tile (and, the first time, weights and tables) visible; GEMM2 of the last
                             tile is done with H */
-        if (more) lfe_prefetch<C, E>(xh, a.x, lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), Hp, Wp);
+        if (more) lfe_prefetch<C, E>(xh, XF ? a.x : NULL, nx, Hp, Wp);
 
         /* ---- GEMM1: H = relu(S0 w0^T + b0) on the 180 hidden pixels ---- */
         {
@@ -284,33 +316,47 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
 #pragma unroll
                 for (int j = 0; j < NQ; j++) {
                     const int n = (nq * NQ + j) * 8 + 2 * t;
-                    if (n < E) { /* n even and E % 8 == 0: n + 1 < E too */
-                        if (q0 < S::NH)
-                            *(unsigned *)(hs + q0 * S::HS + n) = ina ? elan_pack2_relu<T>(acc[j][0], acc[j][1]) : 0u;
-                        if (q1 < S::NH)
-                            *(unsigned *)(hs + q1 * S::HS + n) = inb ? elan_pack2_relu<T>(acc[j][2], acc[j][3]) : 0u;
+                    if (n < E) { /* n even and E % 8 == 0: n + 1 < E too; rows past NH land in H's spare rows */
+                        *(unsigned *)(hs + q0 * S::HS + n) = ina ? elan_pack2_relu<T>(acc[j][0], acc[j][1]) : 0u;
+                        *(unsigned *)(hs + q1 * S::HS + n) = inb ? elan_pack2_relu<T>(acc[j][2], acc[j][3]) : 0u;
                     }
                 }
             }
         }
         /* GEMM2's accumulators start at x + b1 of tile row `warp`, pixels x0+g (c0, c1) and x0+g+8 (c2, c3):
-           the x loads are issued before the barrier, so their latency (an L2 hit: prefetched a tile ago) hides
-           behind it and the staging */
+           the x loads are issued before the barrier and used after it and the staging, so their latency (an L2
+           hit: prefetched a tile ago) hides behind both. (Half stream: the raw pairs are held and widened only
+           then; widening them here made every warp wait for its loads before the barrier.) */
         const long long p0 = ((long long)tl.img * Hp + tl.y0 + warp) * Wp + tl.x0 + g, p1 = p0 + 8;
         float acc2[S::NT2][4];
+        unsigned raw[S::NT2][2];
 #pragma unroll
         for (int nt = 0; nt < S::NT2; nt++) {
             const int c = nt * 8 + 2 * t;
             if (c < C) { /* c even and C even: c + 1 < C too */
-                const float2 r0 = lfe_residual<T, C>(a, p0, c), r1 = lfe_residual<T, C>(a, p1, c);
-                acc2[nt][0] = r0.x, acc2[nt][1] = r0.y, acc2[nt][2] = r1.x, acc2[nt][3] = r1.y;
+                if (XF) {
+                    const float2 r0 = lfe_residual<T, C, XF>(a, p0, c), r1 = lfe_residual<T, C, XF>(a, p1, c);
+                    acc2[nt][0] = r0.x, acc2[nt][1] = r0.y, acc2[nt][2] = r1.x, acc2[nt][3] = r1.y;
+                } else {
+                    raw[nt][0] = *(const unsigned *)((const T *)a.xh_in + p0 * C + c);
+                    raw[nt][1] = *(const unsigned *)((const T *)a.xh_in + p1 * C + c);
+                }
             } else {
                 acc2[nt][0] = acc2[nt][1] = acc2[nt][2] = acc2[nt][3] = 0.0f;
+                raw[nt][0] = raw[nt][1] = 0u;
             }
         }
         __syncthreads(); /* H complete; S0 free */
 
-        if (more) lfe_stage_runs<C, E>(xh, s0, d0, lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), Hp, Wp);
+        if (more) lfe_stage_runs<C, E>(xh, s0, lp, nx, Hp, Wp);
+        if (!XF) {
+#pragma unroll
+            for (int nt = 0; nt < S::NT2; nt++)
+                if (nt * 8 + 2 * t < C) {
+                    const float2 r0 = elan_unpack2<T>(raw[nt][0]), r1 = elan_unpack2<T>(raw[nt][1]);
+                    acc2[nt][0] = r0.x, acc2[nt][1] = r0.y, acc2[nt][2] = r1.x, acc2[nt][3] = r1.y;
+                }
+        }
 
         /* ---- GEMM2 + epilogue: tile row `warp` ---- */
         {
@@ -351,11 +397,12 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
             for (int nt = 0; nt < S::NT2; nt++) {
                 const int c = nt * 8 + 2 * t;
                 if (c < C) {
-                    lfe_store<T, C>(a, p0, c, make_float2(acc[nt][0], acc[nt][1]));
-                    lfe_store<T, C>(a, p1, c, make_float2(acc[nt][2], acc[nt][3]));
+                    lfe_store<T, C, XF>(a, p0, c, make_float2(acc[nt][0], acc[nt][1]));
+                    lfe_store<T, C, XF>(a, p1, c, make_float2(acc[nt][2], acc[nt][3]));
                 }
             }
         }
+        tl = nx;
     }
 }
 
@@ -447,8 +494,8 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
             for (int nt = 0; nt < S::NT2; nt++) {
                 const int c = nt * 8 + 2 * t;
                 if (c < C) { /* c even and C even: c + 1 < C too */
-                    r0[nt] = lfe_residual<T, C>(a, p0, c);
-                    r1[nt] = lfe_residual<T, C>(a, p1, c);
+                    r0[nt] = a.x ? lfe_residual<T, C, true>(a, p0, c) : lfe_residual<T, C, false>(a, p0, c);
+                    r1[nt] = a.x ? lfe_residual<T, C, true>(a, p1, c) : lfe_residual<T, C, false>(a, p1, c);
                 } else {
                     r0[nt] = r1[nt] = make_float2(0.0f, 0.0f);
                 }
@@ -497,8 +544,15 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
                 const int c = nt * 8 + 2 * t;
                 if (c < C) {
                     const float2 bb = *(const float2 *)(b1s + c);
-                    lfe_store<T, C>(a, p0, c, make_float2(r0[nt].x + (acc[nt][0] + bb.x), r0[nt].y + (acc[nt][1] + bb.y)));
-                    lfe_store<T, C>(a, p1, c, make_float2(r1[nt].x + (acc[nt][2] + bb.x), r1[nt].y + (acc[nt][3] + bb.y)));
+                    const float2 v0 = make_float2(r0[nt].x + (acc[nt][0] + bb.x), r0[nt].y + (acc[nt][1] + bb.y));
+                    const float2 v1 = make_float2(r1[nt].x + (acc[nt][2] + bb.x), r1[nt].y + (acc[nt][3] + bb.y));
+                    if (a.x) {
+                        lfe_store<T, C, true>(a, p0, c, v0);
+                        lfe_store<T, C, true>(a, p1, c, v1);
+                    } else {
+                        lfe_store<T, C, false>(a, p0, c, v0);
+                        lfe_store<T, C, false>(a, p1, c, v1);
+                    }
                 }
             }
         }
@@ -551,8 +605,9 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
 
     const unsigned short *xh = (const unsigned short *)a.xh_in;
     const lfe_tile first = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
+    const lfe_piece lp = lfe_lane_piece<C, E>(d0);
     if (runs)
-        lfe_stage_runs<C, E>(xh, xs, d0, first, Hp, Wp);
+        lfe_stage_runs<C, E>(xh, xs, lp, first, Hp, Wp);
     else
         lfe_stage<C, E>(xh, xs, first, Hp, Wp);
 
@@ -569,8 +624,10 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
             }
     }
 
-    if (runs)
-        lfe_loop_runs<T, C, E>(a, smem);
+    if (runs && a.x)
+        lfe_loop_runs<T, C, E, true>(a, smem, lp);
+    else if (runs)
+        lfe_loop_runs<T, C, E, false>(a, smem, lp);
     else
         lfe_loop_generic<T, C, E>(a, smem);
     elan_cp_async_wait_all(); /* nothing is in flight here (the last tile issues no stage), but leave no group open */
