@@ -227,6 +227,56 @@ static inline unsigned elan_cuda_grid(long long elems, int threads) {
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- programmatic dependent launch (sm_90+) ----
+   The fused kernels of the half modes (head, LFE, attention, pointwise, tensor-core tail) are launched with
+   cudaLaunchAttributeProgrammaticStreamSerialization through elan_launch_pdl: a kernel's CTAs may then be placed
+   while the previous kernel's last CTAs still run, and stage their weights meanwhile. Each such kernel calls
+   elan_pdl_wait() before it reads or writes any activation (griddepcontrol.wait returns once the kernels it
+   depends on have completed and their writes are visible), and elan_pdl_trigger() where its own dependents may
+   begin to launch: persistent kernels on their last tile, the attention in its last wave (earlier, the next
+   kernel's CTAs would take SM room from the attention's own later waves). On older GPUs both are no-ops and the
+   launch is an ordinary one; ELANSR_CUDA_PDL=0 turns the attribute off (comparisons). Inside a stream capture the
+   attribute becomes a programmatic edge of the graph. */
+static __device__ __forceinline__ void elan_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void elan_pdl_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+static inline int elan_pdl_enabled(void) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("ELANSR_CUDA_PDL");
+        env = !(e && !strcmp(e, "0"));
+    }
+    int dev = 0, major = 0;
+    if (!env || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+        return 0;
+    return major >= 9;
+}
+template <typename... P, typename... A>
+static cudaError_t elan_launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                                   A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = attr;
+    cfg.numAttrs = elan_pdl_enabled() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
 
 static __device__ __forceinline__ float elan_to_f(float v) { return v; }
 static __device__ __forceinline__ float elan_to_f(__half v) { return __half2float(v); }

@@ -225,9 +225,9 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
                                        x 2 n8 tiles; the keys are the window's own q rows
      online softmax on S in registers  row max over the quad (shuffles), exp2 of pre-scaled scores
      O (16 x 8*NV) += P V              P is S's accumulator repacked as an A fragment (no shared memory)
-   O is divided by the row sums at the end, staged through shared memory and written one token row per
-   thread. A is never stored; reusing GMSAs recompute it from the first GMSA's q, as the fp32 kernel does
-   (storing A in fp16 would cost 2*T bytes per token and group, 16x q's size for ws = 16).
+   O is divided by the row sums at the end, staged through shared memory and written back row by row in
+   8-byte pieces (attn_rows). A is never stored; reusing GMSAs recompute it from the first GMSA's q, as the fp32
+   kernel does (storing A in fp16 would cost 2*T bytes per token and group, 16x q's size for ws = 16).
 
    Rows of Q and V are KQ8 * 8 and NV * 8 halves (k = 20: 24 and 24, so QK^T is one k16 and one k8 step rather
    than two k16 steps over 12 zero channels), stored with a row stride that is an odd multiple of 8 halves
@@ -237,9 +237,17 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
    which keeps 3 more mantissa bits than bf16 for the scores (q.q reaches the hundreds, and exp() turns an
    absolute error of the score into a relative error of the weight). P in [0, 1] is fp16 as well. Scores,
    the softmax and O accumulate in fp32. fp16 saturates at +-65504 (mma.h's pack). */
-/* A CTA is 256 tokens = one 16 x 16 region of the (rolled) image: 1, 4 or 16 whole windows of the group. */
+/* A CTA is 256 tokens = one 16 x 16 region of the (rolled) image: 1, 4 or 16 whole windows of the group. The
+   grid is (regions across, regions down, images), x times 3 in attn3: a CTA reads its region off blockIdx
+   without a run-time division, and the grid holds no CTA past the last region, so every token is a pixel. */
 #define ATTN_TOK 256
 #define ATTN_REGION 16
+
+/* k of the paths that move rows in 8-byte pieces (k % 4 == 0: vec4, and the fused project_inp, k = 20): the
+   (KQ8, NV) = (ceil(k / 8), k / 8 + 1) of attn_mma_pick leave one such k per pair, 8 KQ8 - 4 when NV == KQ8
+   (k % 8 == 4) and 8 KQ8 when NV == KQ8 + 1 (k % 8 == 0). As a constant it makes the lane -> (token, piece) maps
+   of those copies constant divisions and their loops straight code. */
+#define ATTN_K4(KQ8, NV) ((NV) == (KQ8) ? 8 * (KQ8) - 4 : 8 * (KQ8))
 
 /* Row stride (halves) of Q / V in shared memory: the smaller odd multiple of 8 that holds KQ8 and NV 8-runs. */
 #define ATTN_ROW(KQ8, NV) (8 * (((KQ8) > (NV) ? (KQ8) : (NV)) | 1))
@@ -257,13 +265,15 @@ struct attn_mma_shape {
 /* The fused project_inp (attn_project), after the above: the CTA's x rows as they lie in memory (256 rows of cin
    <= 64 halves, back to back, plus 64 zero halves that the last row's K padding reads), the group's weights as
    NW = 8 * (KQ8 + NV) rows (q rows, zero to 8 KQ8; v rows, zero to 8 NV) of 64 halves at a stride of 72 (144
-   bytes: the 8 rows of an ldmatrix phase on 8 different 16-byte bank groups), and their NW biases. */
+   bytes: the 8 rows of an ldmatrix phase on 8 different 16-byte bank groups), and their NW biases, each twice: per
+   n8 tile and quad lane t the float4 (b[2t], b[2t + 1], b[2t], b[2t + 1]) that starts the accumulator of rows g
+   and g + 8, one shared load. */
 #define ATTN_XR 72
 #define ATTN_NW(KQ8, NV) (8 * ((KQ8) + (NV)))
 #define ATTN_XTILE ((ATTN_TOK * 64 + 64) * sizeof(__half))
 #define ATTN_PROJ_SMEM(KQ8, NV)                                                                                       \
     (ATTN_SMEM(KQ8, NV) + ATTN_XTILE + (size_t)ATTN_NW(KQ8, NV) * ATTN_XR * sizeof(__half) +                       \
-     ATTN_NW(KQ8, NV) * sizeof(float))
+     2 * ATTN_NW(KQ8, NV) * sizeof(float))
 
 /* CTAs per SM promised to ptxas for attn3 (register cap 65536 / (256 * this)). 3 (80 registers, ~90 bytes of
    spills in the ws = 16 loop, 66 KB of shared memory with the fused project_inp) measured 0.209 / 0.194 ms
@@ -348,6 +358,20 @@ static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 +
         for (int j = 0; j < NV; j++) elan_mma16816<__half>(o[j], pa[kb], vf[kb][j]);
 }
 
+/* 1 / x rounded to nearest for x in [2^-126, 2^126) (or NaN: then NaN): the fast path of the compiler's own 1.0f / x,
+   instruction for instruction (MUFU.RCP, then a Newton step of two fma: the same bits), without its test of x's
+   exponent and the branch to the slow-path subroutine (3 instructions instead of 10). The row sums it serves lie in
+   [1, 256]: the key of the row's maximum score contributes P = 1 (exp2 of the maximum's own rounding residue, 1.0
+   in fp16) and no key more than 1. */
+static __device__ __forceinline__ float attn_rcp(float x) {
+    float r;
+    asm("{\n .reg .f32 e;\n rcp.approx.ftz.f32 %0, %1;\n fma.rn.f32 e, %1, %0, 0fBF800000;\n neg.f32 e, e;\n"
+        " fma.rn.f32 %0, %0, e, %0;\n}\n"
+        : "=f"(r)
+        : "f"(x));
+    return r;
+}
+
 /* K fragments (keys key0..key0+15 as B of S = Q K^T) and V fragments (the same keys as B of O = P V). */
 template <int KQ8, int NV, int ROW>
 static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const __half *sv, int key0, int lane,
@@ -368,13 +392,120 @@ static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const 
     if (NV % 2) elan_ldsm_x2_trans(vf[NV - 1], sv + (key0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + (NV - 1) * 8);
 }
 
+/* cp.async to a shared-memory address held as a 32-bit integer. mma.h's elan_cp_async8 / 16 take a generic
+   pointer, and ptxas rebuilds the shared window base (S2R SR_CgaCtaId, MOV, LEA) for its conversion at every
+   call, inside loops too: the copies below form the shared address once and step it. */
+static __device__ __forceinline__ void attn_cp_async16(unsigned dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst),
+                 "l"((unsigned long long)__cvta_generic_to_global(src))
+                 : "memory");
+}
+static __device__ __forceinline__ void attn_cp_async8(unsigned dst, const void *src, unsigned bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst),
+                 "l"((unsigned long long)__cvta_generic_to_global(src)), "r"(bytes)
+                 : "memory");
+}
+
+/* v, opaque to the compiler (an empty asm that may change it). For a base pointer: the compiler reassociates
+   base + (offset + row * stride) and then adds the 64-bit base at every access, 2 more instructions each (the
+   pointer then no longer counts as global: stores through it use attn_st_global8). For a lane index: the
+   compiler merges equal lane -> piece maps of two copies into one value, and when the attention lies between
+   them that value is spilled across it. */
+static __device__ __forceinline__ const char *attn_opaque(const char *v) {
+    asm("" : "+l"(v));
+    return v;
+}
+static __device__ __forceinline__ int attn_opaque(int v) {
+    asm("" : "+r"(v));
+    return v;
+}
+/* base + i * stride (bytes) by one 32 x 32 -> 64-bit multiply-add. Written out because the compiler does a full
+   64-bit multiply (5 instructions) where the widened stride was formed in another basic block. */
+static __device__ __forceinline__ const char *attn_row_ptr(const char *base, int i, int stride) {
+    long long off;
+    asm("mul.wide.s32 %0, %1, %2;" : "=l"(off) : "r"(i), "r"(stride));
+    return base + off;
+}
+static __device__ __forceinline__ void attn_st_global8(const char *p, uint2 v) {
+    asm volatile("st.global.v2.u32 [%0], {%1, %2};\n" ::"l"((unsigned long long)__cvta_generic_to_global(p)),
+                 "r"(v.x), "r"(v.y)
+                 : "memory");
+}
+
+/* The CTA's token rows in shared memory (ROW halves apart, channels 0 .. K4-1) to or from their pixels' rows in
+   global memory (16-bit elements, row spix[tok] at g + spix[tok] * stride; g is written when !LOAD), in 8-byte
+   pieces laid over the lanes row after row: a warp moves the whole rows of RPW = 32 / (K4 / 4) consecutive tokens
+   per step (a few cache lines per instruction, where one row per lane would touch 32), the CTA 8 RPW tokens. K4
+   is a constant, so the lane -> (token, piece) map is a constant division and the steps are unrolled with
+   constant offsets: per piece, one spix load, one 64-bit multiply-add and the copy. LOAD copies by cp.async (the
+   caller commits and waits). */
+template <int K4, int ROW, bool LOAD>
+static __device__ __forceinline__ void attn_rows(__half *srow, const int *spix, const void *g, int stride, int lane,
+                                                 int warp) {
+    constexpr int CH = K4 / 4, RPW = 32 / CH, STEP = 8 * RPW, NS = (ATTN_TOK + STEP - 1) / STEP;
+    static_assert(K4 % 4 == 0 && K4 >= 4 && K4 <= 32, "8-byte pieces, at least one row per warp");
+    lane = attn_opaque(lane);
+    const int lr = (unsigned)lane / CH, tok0 = warp * RPW + lr, lc = 4 * (lane - lr * CH);
+    if (lr >= RPW) return; /* the 32 % CH lanes left over */
+    const char *gl = attn_opaque((const char *)g + 2 * lc);
+    const int rowb = 2 * stride; /* bytes */
+    __half *s0 = srow + tok0 * ROW + lc;
+    const unsigned a0 = elan_smem_addr(s0);
+#pragma unroll
+    for (int st = 0; st < NS; st++) {
+        if (ATTN_TOK % STEP && st == NS - 1 && tok0 + st * STEP >= ATTN_TOK) break; /* a last, partial step */
+        const char *gp = attn_row_ptr(gl, spix[tok0 + st * STEP], rowb);
+        if constexpr (LOAD)
+            attn_cp_async8(a0 + st * STEP * ROW * 2, gp, 8u);
+        else
+            attn_st_global8(gp, *(const uint2 *)(s0 + st * STEP * ROW));
+    }
+}
+
+/* n8 tiles 0 .. NT-1 of one m16 tile of the fused project_inp: D_j = bias_j + A B_j over K = 64, rounded to fp16
+   into dst (rows g and g + 8 of the tile, ROW apart; tile j at columns 8j .. 8j + 7). All NT accumulators are
+   live at once and their mma are interleaved k-step by k-step: one tile at a time is a chain of 4 dependent
+   mma, which ptxas (80 registers) issued with the mma latency between each, while NT chains fill those gaps.
+   Each D_j still sums bias, k-steps 0, 1, 2, 3 in that order (the same bits as one tile at a time). B of tile j:
+   weight rows 8j .. 8j+7 of sw; one ldmatrix.x4 covers two k16 steps (matrix m = lane / 8: k columns 8m .. 8m+7
+   of the pair). sb: the tiles' biases as float4s (ATTN_PROJ_SMEM). */
+template <typename T, int NT, int ROW>
+static __device__ __forceinline__ void attn_proj_tiles(const unsigned (&af)[4][4], const T *sw, const float *sb,
+                                                       __half *dst, int lane) {
+    const int t = lane & 3;
+    float acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const float4 bb = *(const float4 *)(sb + 16 * j + 4 * t);
+        acc[j][0] = bb.x, acc[j][1] = bb.y, acc[j][2] = bb.z, acc[j][3] = bb.w;
+    }
+    const T *bw = sw + (lane & 7) * ATTN_XR + 8 * (lane >> 3);
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++) {
+        unsigned bf[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++) elan_ldsm_x4(bf[j], bw + j * 8 * ATTN_XR + kk * 32);
+#pragma unroll
+        for (int j = 0; j < NT; j++) elan_mma16816<T>(acc[j], af[2 * kk], bf[j]);
+#pragma unroll
+        for (int j = 0; j < NT; j++) elan_mma16816<T>(acc[j], af[2 * kk + 1], bf[j] + 2);
+    }
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        *(unsigned *)(dst + j * 8) = elan_pack2_out<__half>(acc[j][0], acc[j][1]);
+        *(unsigned *)(dst + 8 * ROW + j * 8) = elan_pack2_out<__half>(acc[j][2], acc[j][3]);
+    }
+}
+
 /* project_inp fused into the attention (a.x != NULL): the CTA's operands are formed on chip instead of being
    read from a project_inp output. Each warp multiplies its 32 tokens' x rows by the group's weights on tensor
-   cores (K = 64, fp32 accumulators started at the bias) and rounds the results to fp16 straight into sq (q,
-   zero up to 8 KQ8 through zero weight rows) and sv (v; zero columns up to 8 NV - 1, whose bias row is 1: the
-   ones column of the row sums). With a.wq == NULL (a reusing GMSA) q is copied from a.q (fp16, written by the
-   computing GMSA's q_out) instead, and only v is computed. Per pixel the GMSA reads x (C halves, shared by the
-   three groups' CTAs through L2) and, in a reusing GMSA, q. On return (after a barrier) sq and sv are complete.
+   cores (K = 64, fp32 accumulators started at the bias; the q tiles, then the v tiles, each set at once:
+   attn_proj_tiles) and rounds the results to fp16 straight into sq (q, zero up to 8 KQ8 through zero weight
+   rows) and sv (v; zero columns up to 8 NV - 1, whose bias row is 1: the ones column of the row sums). With
+   a.wq == NULL (a reusing GMSA) q is copied from a.q (fp16, written by the computing GMSA's q_out) instead, and
+   only v is computed. Per pixel the GMSA reads x (C halves, shared by the three groups' CTAs through L2) and, in
+   a reusing GMSA, q. On return (after a barrier) sq and sv are complete. k is ATTN_K4(KQ8, NV) (= 20:
+   attn3_proj_pick), a constant here.
 
    The copies are the kernel's most frequent instructions, so they are shaped for few of them: tokens 2i and
    2i + 1 are always neighbouring pixels of one window row (ws even, shift ws/2 even, so pixel 2i is even and
@@ -383,53 +514,67 @@ static __device__ __forceinline__ void attn_mma_load_kv(const __half *sq, const 
    fragments are then read with 32-bit shared loads (row stride cin halves: at most 2-way bank conflicts, a
    few dozen loads per warp) instead of ldmatrix, which would need a padded, 16-byte aligned row stride. K
    runs to 64: the columns past cin read the next row (finite values, times zero weights) and, for the last
-   row, zero halves past the tile. */
+   row, zero halves past the tile. Every loop has a constant trip count and is unrolled, with the shared
+   addresses formed once: per 16-byte piece of x, one spix load, one 64-bit multiply-add, the cp.async and an
+   add. */
 template <int KQ8, int NV, typename T>
 static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a, __half *sq, __half *sv,
                                                    const int *spix, unsigned char *pbase) {
-    constexpr int ROW = ATTN_ROW(KQ8, NV), KQ = 8 * KQ8, NQT = KQ8, NW = ATTN_NW(KQ8, NV);
+    constexpr int ROW = ATTN_ROW(KQ8, NV), KQ = 8 * KQ8, NQT = KQ8, NW = ATTN_NW(KQ8, NV), K = ATTN_K4(KQ8, NV);
+    static_assert(NQT <= 3 && NV <= 3, "attn_proj_tiles holds the q or the v tiles at once: 3 at most in 80 registers");
+    static_assert(NW <= ATTN_TOK, "one bias per thread");
     T *sx = (T *)pbase;
     T *sw = (T *)(pbase + ATTN_XTILE);
     float *sb = (float *)(sw + NW * ATTN_XR);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    const int K = a.k, cin = a.cin;
+    const int cin = a.cin;
     const bool own_q = a.wq != NULL;
 
-    { /* x: 128 token pairs of PP = cin / 4 16-byte pieces each, 32 / PP pairs per warp and step (lane -> pair,
-         piece by one division per thread); pieces of dead tokens (pt < 0) are zero */
-        const int PP = cin / 4, ppw = 32 / PP, lr = lane / PP, j = lane - lr * PP; /* PP <= 16: ppw >= 2 */
-        const T *x = (const T *)a.x;
-        if (lr < ppw)
-            for (int pr = warp * ppw + lr; pr < ATTN_TOK / 2; pr += 8 * ppw) {
-                const int pt = spix[2 * pr];
-                elan_cp_async16(sx + pr * 2 * cin + 8 * j, x + (size_t)(pt >= 0 ? pt : 0) * cin + 8 * j,
-                                pt >= 0 ? 16u : 0u);
-            }
-        if (tid < 8) elan_cp_async16(sx + ATTN_TOK * cin + 8 * tid, x, 0u); /* the zeros past the last row */
-    }
-    if (!own_q) { /* q of the block's computing GMSA, fp16, K channels (K % 4 == 0, K <= 32), 8-byte pieces */
-        const int QC = K / 4, rpw = 32 / QC, lr = lane / QC, lc = 4 * (lane - lr * QC);
-        if (lr < rpw)
-            for (int tok = warp * rpw + lr; tok < ATTN_TOK; tok += 8 * rpw) {
-                const int pt = spix[tok];
-                elan_cp_async8(sq + tok * ROW + lc, (const __half *)a.q + (size_t)(pt >= 0 ? pt : 0) * a.q_stride + lc,
-                               pt >= 0 ? 8u : 0u);
-            }
-        for (int c = K; c < KQ; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
-    }
-    /* weights: NW rows of 16 pieces (64 columns): q rows (computing GMSA only), then v rows; pieces past cin
-       and rows past K are zero-filled */
-    for (int e = tid; e < NW * 16; e += ATTN_TOK) {
-        const int n = e >> 4, c = 4 * (e & 15);
-        const bool isq = n < KQ;
-        const int r = isq ? n : n - KQ;
-        const bool real = c < cin && r < K && (own_q || !isq);
-        const T *w = (const T *)(isq ? a.wq : a.wv);
-        elan_cp_async8(sw + n * ATTN_XR + c, real ? w + r * cin + c : (const T *)a.wv, real ? 8u : 0u);
+    { /* weights: NW rows of 16 8-byte pieces (64 columns), q rows (computing GMSA only), then v rows; pieces past
+         cin and rows past K are zero-filled. Thread tid copies piece tid % 16 (the same column at every step)
+         of rows tid / 16 + 16 st: a warp reads two rows' consecutive pieces. (The mask tells the compiler that
+         n0 < 16, so that whether a step's rows are q or v rows is mostly a constant.) */
+        const int c = 4 * (tid & 15), n0 = (tid >> 4) & 15;
+        const unsigned d0 = elan_smem_addr(sw + n0 * ATTN_XR + c);
+#pragma unroll
+        for (int st = 0; st < (NW + 15) / 16; st++) {
+            const int n = n0 + 16 * st;
+            if (NW % 16 && st == (NW + 15) / 16 - 1 && n >= NW) break;
+            const bool isq = n < KQ;
+            const int r = isq ? n : n - KQ;
+            const bool real = c < cin && r < K && (own_q || !isq);
+            const T *w = (const T *)(isq ? a.wq : a.wv);
+            attn_cp_async8(d0 + st * 16 * ATTN_XR * 2, real ? w + r * cin + c : a.wv, real ? 8u : 0u);
+        }
     }
     elan_cp_async_commit();
-    for (int n = tid; n < NW; n += ATTN_TOK)
-        sb[n] = n < KQ ? (own_q && n < K ? a.bq[n] : 0.0f) : n - KQ < K ? a.bv[n - KQ] : n == NW - 1 ? 1.0f : 0.0f;
+    /* the weights are constants and in flight; x (and q) are the previous kernels' outputs */
+    elan_pdl_wait();
+    { /* x: 128 token pairs of PP = cin / 4 <= 16 16-byte pieces each. A warp copies 2 pairs per step (lanes 0-15
+         the one, 16-31 the other; lane j of a half copies piece j, lanes j >= PP idle: 30 of 32 busy for cin =
+         60), the CTA 16, so every thread takes 8 steps of a constant stride and no lane needs a division */
+        const int j = lane & 15, pr0 = 2 * warp + (lane >> 4);
+        if (4 * j < cin) {
+            const char *xs = attn_opaque((const char *)a.x + 16 * j);
+            const int rowb = 2 * cin; /* bytes per x row */
+            const unsigned d0 = elan_smem_addr(sx + pr0 * 2 * cin + 8 * j);
+#pragma unroll
+            for (int st = 0; st < ATTN_TOK / 32; st++)
+                attn_cp_async16(d0 + st * 16 * 2 * rowb, attn_row_ptr(xs, spix[2 * (pr0 + 16 * st)], rowb));
+        }
+        if (tid < 8) elan_cp_async16(sx + ATTN_TOK * cin + 8 * tid, a.x, 0u); /* the zeros past the last row */
+    }
+    if (!own_q) { /* q of the block's computing GMSA, fp16, K channels */
+        attn_rows<K, ROW, true>(sq, spix, a.q, a.q_stride, lane, warp);
+#pragma unroll
+        for (int c = K; c < KQ; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
+    }
+    elan_cp_async_commit();
+    if (tid < NW) { /* bias of output column tid, at (tile tid / 8, lane t = tid % 8 / 2, element tid % 2 and + 2) */
+        const float b = tid < KQ ? (own_q && tid < K ? a.bq[tid] : 0.0f)
+                                 : tid - KQ < K ? a.bv[tid - KQ] : tid == NW - 1 ? 1.0f : 0.0f;
+        sb[2 * tid - (tid & 1)] = sb[2 * tid - (tid & 1) + 2] = b;
+    }
     elan_cp_async_wait_all();
     __syncthreads();
 
@@ -447,44 +592,21 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
             af[ks][2] = *(const unsigned *)(xa + ks * 16 + 8);
             af[ks][3] = *(const unsigned *)(xb + ks * 16 + 8);
         }
-#pragma unroll
-        for (int j = 0; j < NQT + NV; j++) {
-            if (j < NQT && !own_q) continue;
-            const float2 bb = *(const float2 *)(sb + j * 8 + 2 * t);
-            float acc[4] = {bb.x, bb.y, bb.x, bb.y};
-            /* B of n8 tile j: weight rows j*8 .. +7; ldmatrix.x4 matrices m = lane / 8 are k columns 8m .. 8m+7
-               (two k-steps of 16 per call) */
-#pragma unroll
-            for (int kk = 0; kk < 2; kk++) {
-                unsigned bf[4];
-                elan_ldsm_x4(bf, sw + (j * 8 + (lane & 7)) * ATTN_XR + kk * 32 + 8 * (lane >> 3));
-                elan_mma16816<T>(acc, af[2 * kk], bf);
-                elan_mma16816<T>(acc, af[2 * kk + 1], bf + 2);
-            }
-            __half *dst = j < NQT ? sq + j * 8 : sv + (j - NQT) * 8;
-            *(unsigned *)(dst + (r0 + g) * ROW + 2 * t) = elan_pack2_out<__half>(acc[0], acc[1]);
-            *(unsigned *)(dst + (r0 + g + 8) * ROW + 2 * t) = elan_pack2_out<__half>(acc[2], acc[3]);
-        }
+        const int o = (r0 + g) * ROW + 2 * t;
+        if (own_q) attn_proj_tiles<T, NQT, ROW>(af, sw, sb, sq + o, lane);
+        attn_proj_tiles<T, NV, ROW>(af, sw + KQ * ATTN_XR, sb + 2 * KQ, sv + o, lane);
     }
     __syncthreads();
     /* the computing GMSA leaves its q (fp16) for the block's reusing GMSAs */
-    if (own_q && a.q_out) { /* lanes -> (token, piece) as in the q copy above: no division in the loop */
-        const int QC = K / 4, rpw = 32 / QC, lr = lane / QC, lc = 4 * (lane - lr * QC);
-        if (lr < rpw)
-            for (int tok = warp * rpw + lr; tok < ATTN_TOK; tok += 8 * rpw) {
-                const int pt = spix[tok];
-                if (pt >= 0)
-                    *(uint2 *)((__half *)a.q_out + (size_t)pt * a.q_out_stride + lc) = *(const uint2 *)(sq + tok * ROW + lc);
-            }
-    }
+    if (own_q && a.q_out) attn_rows<K, ROW, false>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
 }
 
-/* The attention of one group over region blk (raster order over the 16 x 16 regions of all n images). Token
-   (window wl of the region, position i in the window) is pixel ((wy*WS + i / WS + shift) mod Hp, ...), the
-   windows of the region taken in raster order; the regions of the three groups of one block then cover nearly
-   the same pixels (they differ by the roll only), which attn3_kernel uses. */
+/* The attention of one group over the 16 x 16 region (rx, ry) of image img. Token (window wl of the region,
+   position i in the window) is pixel ((wy*WS + i / WS + shift) mod Hp, ...), the windows of the region taken in
+   raster order; the regions of the three groups of one block then cover nearly the same pixels (they differ by
+   the roll only), which attn3_kernel uses. */
 template <int WS, int KQ8, int NV, typename T, bool PROJ = false>
-static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &a, int vec4, int blk) {
+static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &a, int vec4, int rx, int ry, int img) {
     typedef attn_mma_shape<WS, KQ8, NV> S;
     constexpr int ROW = S::ROW, KQ = 8 * KQ8, KS = KQ8 / 2;
     extern __shared__ float4 smem4[];
@@ -496,27 +618,20 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
 
     /* load: thread tid is token tid of the CTA */
     {
-        const int wl = tid / S::T, i = tid % S::T;
-        /* 32-bit indices: the plan refuses more than 2^31 - 1 pixels */
-        const int nrx = a.Wp / ATTN_REGION, nry = a.Hp / ATTN_REGION;
-        const bool live = blk < a.n * nry * nrx;
-        int p = -1;
-        if (live) {
-            const int rx = blk % nrx, ry = blk / nrx % nry, img = blk / nrx / nry;
-            const int wx = rx * S::SUB + wl % S::SUB, wy = ry * S::SUB + wl / S::SUB;
-            int py = wy * WS + i / WS + a.shift, px = wx * WS + i % WS + a.shift;
-            if (py >= a.Hp) py -= a.Hp;
-            if (px >= a.Wp) px -= a.Wp;
-            p = (img * a.Hp + py) * a.Wp + px;
-        }
+        const unsigned wl = threadIdx.x / S::T, i = threadIdx.x % S::T; /* unsigned: shifts and masks */
+        const int wx = rx * S::SUB + wl % S::SUB, wy = ry * S::SUB + wl / S::SUB;
+        int py = wy * WS + i / WS + a.shift, px = wx * WS + i % WS + a.shift;
+        if (py >= a.Hp) py -= a.Hp;
+        if (px >= a.Wp) px -= a.Wp;
+        const int p = (img * a.Hp + py) * a.Wp + px; /* 32-bit: the plan refuses more than 2^31 - 1 pixels */
         spix[tid] = p;
         if constexpr (PROJ) {
             __syncthreads(); /* spix of every token */
             attn_project<KQ8, NV, T>(a, sq, sv, spix, (unsigned char *)(spix + S::TOK));
         } else {
             __half *qs = sq + tid * ROW, *vs = sv + tid * ROW;
-            const T *q = (const T *)a.q + (size_t)(live ? p : 0) * a.q_stride;
-            const T *v = (const T *)a.v + (size_t)(live ? p : 0) * a.v_stride;
+            const T *q = (const T *)a.q + (size_t)p * a.q_stride;
+            const T *v = (const T *)a.v + (size_t)p * a.v_stride;
             int c = 0;
             if (vec4) {
                 /* Coalesced: the CTA's 2 * CH * TOK 8-byte chunks (CH = K / 4 per q row and per v row) are spread
@@ -536,7 +651,7 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
                         const bool isv = part >= CH;
                         const int cc = 4 * (isv ? part - CH : part);
                         const T *src = isv ? (const T *)a.v + (size_t)pt * a.v_stride + cc : (const T *)a.q + (size_t)pt * a.q_stride + cc;
-                        if (pt >= 0) raw[it] = *(const uint2 *)src;
+                        raw[it] = *(const uint2 *)src;
                     }
                 }
     #pragma unroll
@@ -551,12 +666,11 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
                         const float4 b = *(const float4 *)(bias + cc);
                         f.x += b.x, f.y += b.y, f.z += b.z, f.w += b.w;
                     }
-                    if (spix[tok] < 0) f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                     *(uint2 *)((isv ? sv : sq) + tok * ROW + cc) =
                         make_uint2(elan_pack2<__half>(f.x, f.y), elan_pack2<__half>(f.z, f.w));
                 }
                 c = K; /* the zero padding of this thread's own rows follows */
-            } else if (live) {
+            } else {
                 for (; c + 1 < K; c += 2) {
                     const float q0 = elan_to_f(q[c]) + (a.q_bias ? a.q_bias[c] : 0.0f);
                     const float q1 = elan_to_f(q[c + 1]) + (a.q_bias ? a.q_bias[c + 1] : 0.0f);
@@ -571,7 +685,7 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
                     c += 2;
                 }
             }
-            for (; c < KQ; c += 2) *(unsigned *)(qs + c) = 0u; /* zero padding (and rows of windows past the end) */
+            for (; c < KQ; c += 2) *(unsigned *)(qs + c) = 0u; /* zero padding */
             /* V: the last of its NV * 8 columns (NV = K / 8 + 1, so that column is past K) is all ones: O's last
                column then accumulates the softmax row sums through the same mma and the same rescaling as the
                outputs. The columns between are zero. */
@@ -628,7 +742,7 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
         for (int h = 0; h < 2; h++) {
             /* row sum: the last column of O (V's ones column), held by lane t = 3 of the quad */
             const float lt = __shfl_sync(0xffffffffu, o[mt][NV - 1][2 * h + 1], lane | 3);
-            const float inv = 1.0f / lt;
+            const float inv = attn_rcp(lt);
             const int r = row0 + mt * 16 + g + 8 * h;
 #pragma unroll
             for (int j = 0; j < NV; j++)
@@ -636,18 +750,11 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
         }
     __syncthreads();
 
-    if (vec4) { /* coalesced like the loads: the lanes of a warp write the consecutive 8-byte chunks of 32 / CH
-                   tokens' rows (lane -> token, chunk by one division per thread) */
-        const int CH = K / 4, rpw = 32 / CH, lr = lane / CH, lc = 4 * (lane - lr * CH); /* CH <= 8 */
-        if (lr < rpw)
-            for (int tok = warp * rpw + lr; tok < S::TOK; tok += 8 * rpw) {
-                const int pt = spix[tok];
-                if (pt >= 0) *(uint2 *)((T *)a.y + (size_t)pt * a.y_stride + lc) = *(const uint2 *)(so + tok * ROW + lc);
-            }
+    /* coalesced like the loads; the fused project_inp's operands always pass vec4's tests (elan_cuda_attn3) */
+    if (PROJ || vec4) {
+        attn_rows<ATTN_K4(KQ8, NV), ROW, false>(sq, spix, a.y, a.y_stride, lane, warp);
     } else {
-        const int p = spix[tid];
-        if (p < 0) return;
-        T *y = (T *)a.y + (size_t)p * a.y_stride;
+        T *y = (T *)a.y + (size_t)spix[tid] * a.y_stride;
         const T *src = so + tid * ROW;
         for (int c = 0; c < K; c++) y[c] = src[c];
     }
@@ -656,27 +763,33 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
 /* One group per launch (any window size that divides 16). Up to 128 registers (ws 8 / 16 hold 32-key steps). */
 template <int WS, int KQ8, int NV, typename T>
 static __global__ void __launch_bounds__(ATTN_TOK, 2) attn_mma_kernel(elan_cuda_attn_args a, int vec4) {
-    attn_mma_body<WS, KQ8, NV, T>(a, vec4, blockIdx.x);
+    attn_mma_body<WS, KQ8, NV, T>(a, vec4, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
-/* The three groups of ELAN (windows 4, 8, 16) in one launch, CTAs interleaved: CTA 3r + gi does group gi of
-   region r. The CTAs in flight at any moment then read the q / v channels of all three groups of the same pixels
-   and write all three groups' y: each group alone reads 80 of a pixel's 240 bytes of g and writes 40 of its 120
-   bytes of y, which cost a third of every DRAM sector touched plus partial-sector writes (measured: one group per
-   launch moved data at ~500 GB/s); interleaved, the sectors are whole by the time they leave L2. */
+/* The three groups of ELAN (windows 4, 8, 16) in one launch, CTAs interleaved: CTA (3 rx + gi, ry, img) does
+   group gi of region (rx, ry) of image img, i.e. in the grid's linear order (x fastest) CTA 3r + gi does group gi
+   of region r, the regions in raster order over all n images. The CTAs in flight at any moment then read the q / v
+   channels of all three groups of the same pixels and write all three groups' y: each group alone reads 80 of a
+   pixel's 240 bytes of g and writes 40 of its 120 bytes of y, which cost a third of every DRAM sector touched plus
+   partial-sector writes (measured: one group per launch moved data at ~500 GB/s); interleaved, the sectors are
+   whole by the time they leave L2. */
 typedef struct {
     elan_cuda_attn_args g[3];
+    unsigned pdl_from; /* CTAs from this linear index on (the last wave) trigger the next kernel's launch */
 } attn3_args;
 
 template <int KQ8, int NV, typename T, bool PROJ = false>
 static __global__ void __launch_bounds__(ATTN_TOK, ATTN_MIN_CTAS) attn3_kernel(attn3_args a, int vec4) {
-    const int gi = blockIdx.x % 3, blk = blockIdx.x / 3;
+    const int gi = blockIdx.x % 3, rx = blockIdx.x / 3, ry = blockIdx.y, img = blockIdx.z;
+    /* programmatic dependent launch (cuda_common.h): the CTAs of the last wave let the next kernel launch */
+    if (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z) >= a.pdl_from) elan_pdl_trigger();
+    if (!PROJ) elan_pdl_wait(); /* attn_project waits after staging its weights */
     if (gi == 0)
-        attn_mma_body<4, KQ8, NV, T, PROJ>(a.g[0], vec4, blk);
+        attn_mma_body<4, KQ8, NV, T, PROJ>(a.g[0], vec4, rx, ry, img);
     else if (gi == 1)
-        attn_mma_body<8, KQ8, NV, T, PROJ>(a.g[1], vec4, blk);
+        attn_mma_body<8, KQ8, NV, T, PROJ>(a.g[1], vec4, rx, ry, img);
     else
-        attn_mma_body<16, KQ8, NV, T, PROJ>(a.g[2], vec4, blk);
+        attn_mma_body<16, KQ8, NV, T, PROJ>(a.g[2], vec4, rx, ry, img);
 }
 
 typedef void (*attn_mma_fn)(elan_cuda_attn_args, int);
@@ -749,7 +862,7 @@ static attn3_fn attn3_pick(int k, const int ws[3], int act, size_t *smem) {
    64 input channels in pieces of 4. */
 static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t *smem) {
     size_t sm;
-    if (k != 20 || cin < 4 || cin > 64 || cin % 4 || !attn3_pick(k, ws, act, &sm)) return NULL;
+    if (k != ATTN_K4(3, 3) || cin < 4 || cin > 64 || cin % 4 || !attn3_pick(k, ws, act, &sm)) return NULL;
     *smem = ATTN_PROJ_SMEM(3, 3);
     if (act == ELAN_ACT_F16) return attn3_kernel<3, 3, __half, true>;
     if (act == ELAN_ACT_BF16) return attn3_kernel<3, 3, __nv_bfloat16, true>;
@@ -806,8 +919,9 @@ extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t
         const int vec4 = a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 &&
                          aligned(a->q, 8) && aligned(a->v, 8) && aligned(a->y, 8) && aligned(a->q_bias, 16) &&
                          aligned(a->v_bias, 16);
-        const long long regions = (long long)a->n * (a->Hp / ATTN_REGION) * (a->Wp / ATTN_REGION);
-        fm<<<(unsigned)regions, ATTN_TOK, smem, s>>>(*a, vec4);
+        const dim3 grid(a->Wp / ATTN_REGION, a->Hp / ATTN_REGION, a->n);
+        if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+        fm<<<grid, ATTN_TOK, smem, s>>>(*a, vec4);
         return cudaGetLastError();
     }
     attn_fn f = attn_pick(a->k, a->ws, a->act, &smem, &wpb);
@@ -848,7 +962,22 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
                aligned(a[i].v_bias, 16);
         g.g[i] = a[i];
     }
-    const long long regions = (long long)a[0].n * (a[0].Hp / ATTN_REGION) * (a[0].Wp / ATTN_REGION);
-    f<<<(unsigned)(3 * regions), ATTN_TOK, smem, s>>>(g, vec4);
-    return cudaGetLastError();
+    const dim3 grid(3 * (a[0].Wp / ATTN_REGION), a[0].Hp / ATTN_REGION, a[0].n); /* gridDim.y, z <= 65535 */
+    if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+    /* The early trigger (the last wave: grid minus the CTAs resident at once) only for grids of up to two waves.
+       Measured on the H100, fp16 (docs/PERFORMANCE.md step 5): at 720p (1.8 waves) and 16 x 64x64 it takes
+       3-4% off the forward, at 4K (15 waves) it added 8% (10.37 against 9.6 ms without it), at 1080p (3.9
+       waves) it changed nothing. ELANSR_CUDA_PDL_ATTN=last / none forces either. */
+    const unsigned long long total = (unsigned long long)grid.x * grid.y * grid.z;
+    g.pdl_from = total > 0xffffffffull ? 0xffffffffu : (unsigned)total;
+    const char *pe = getenv("ELANSR_CUDA_PDL_ATTN");
+    const int policy = pe && !strcmp(pe, "none") ? 0 : pe && !strcmp(pe, "last") ? 1 : 2; /* 2: auto */
+    int dev = 0, sms = 0, per_sm = 0;
+    if (policy && cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, ATTN_TOK, smem) == cudaSuccess) {
+        const unsigned long long slots = (unsigned long long)sms * (per_sm > 0 ? per_sm : 1);
+        if (policy == 1 || total <= 2 * slots) g.pdl_from = total > slots ? (unsigned)(total - slots) : 0u;
+    }
+    return elan_launch_pdl(f, grid, dim3(ATTN_TOK), smem, s, g, vec4);
 }

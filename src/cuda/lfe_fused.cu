@@ -279,6 +279,7 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
 #pragma unroll 1
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
         const bool more = tile + (int)gridDim.x < ntiles;
+        if (!more) elan_pdl_trigger(); /* the last tile: the next kernel may start placing its CTAs */
         const lfe_tile nx = more ? lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img) : tl; /* the next tile */
         elan_cp_async_wait_all();
         __syncthreads(); /* S0 of this tile (and, the first time, weights and tables) visible; GEMM2 of the last
@@ -431,6 +432,7 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
 #pragma unroll 1
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
         const lfe_tile tl = lfe_tile_at(tile, tiles_x, tiles_img);
+        if (tile + (int)gridDim.x >= ntiles) elan_pdl_trigger();
         elan_cp_async_wait_all();
         __syncthreads(); /* X of this tile (and, the first time, the weights) visible; GEMM2 of the last tile
                             is done with H */
@@ -603,14 +605,6 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
     }
     const bool runs = __syncthreads_and(ok) != 0; /* also publishes d0 to the first stage */
 
-    const unsigned short *xh = (const unsigned short *)a.xh_in;
-    const lfe_tile first = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
-    const lfe_piece lp = lfe_lane_piece<C, E>(d0);
-    if (runs)
-        lfe_stage_runs<C, E>(xh, xs, lp, first, Hp, Wp);
-    else
-        lfe_stage<C, E>(xh, xs, first, Hp, Wp);
-
     /* once per CTA: weights and biases (zero-padded), zero channels C..K1-1 of X / S0 (never staged) */
     {
         elan_stage_w16<LFE_THREADS, S::XS>(w0s, S::XS, (const unsigned short *)a.w0, E, C, 2 * S::NTH * 8);
@@ -623,6 +617,16 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
                 xs[px * S::XS + C + (i - px * (S::K1 - C))] = 0;
             }
     }
+
+    /* the input: from here on the previous kernel has completed (programmatic dependent launch) */
+    elan_pdl_wait();
+    const unsigned short *xh = (const unsigned short *)a.xh_in;
+    const lfe_tile first = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
+    const lfe_piece lp = lfe_lane_piece<C, E>(d0);
+    if (runs)
+        lfe_stage_runs<C, E>(xh, xs, lp, first, Hp, Wp);
+    else
+        lfe_stage<C, E>(xh, xs, first, Hp, Wp);
 
     if (runs && a.x)
         lfe_loop_runs<T, C, E, true>(a, smem, lp);
@@ -697,6 +701,5 @@ extern "C" cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStre
     if (per_sm < 1) per_sm = 1;
     if (sms < 1) sms = 1;
     const long long grid = tiles < (long long)sms * per_sm ? tiles : (long long)sms * per_sm;
-    fn<<<(unsigned)grid, LFE_THREADS, smem, s>>>(*a);
-    return cudaGetLastError();
+    return elan_launch_pdl(fn, dim3((unsigned)grid), dim3(LFE_THREADS), smem, s, *a);
 }

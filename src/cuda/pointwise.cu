@@ -207,6 +207,7 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
                      x_rs / 2, rows, cout * 2, m_x);
     };
 
+    elan_pdl_wait(); /* the input rows and x / xh: the previous kernel has completed */
     long long tile = blockIdx.x;
     if (tile < ntiles) fetch(tile, 0);
     elan_cp_async_commit();
@@ -215,7 +216,10 @@ static __global__ void __launch_bounds__(PW_THREADS, 4) pw_kernel(elan_cuda_pw_a
            staging tile are free) */
         elan_cp_async_wait_all();
         __syncthreads();
-        if (tile + gridDim.x < ntiles) fetch(tile + gridDim.x, buf ^ 1);
+        if (tile + gridDim.x < ntiles)
+            fetch(tile + gridDim.x, buf ^ 1);
+        else
+            elan_pdl_trigger(); /* the last tile: the next kernel may start placing its CTAs */
         elan_cp_async_commit();
 
         /* A: rows warp*16 .. +15 of the tile, all 4 k-steps. ldmatrix.x4 matrix m = lane/8 is (rows 0-7 | 8-15 as
@@ -401,6 +405,5 @@ extern "C" cudaError_t elan_cuda_pw(const elan_cuda_pw_args *a, cudaStream_t s) 
     if (per_sm < 1) per_sm = 1; /* not prepared: the launch reports it */
     const long long ntiles = (a->P + PW_TILE - 1) / PW_TILE;
     const long long grid = ntiles < (long long)sms * per_sm ? ntiles : (long long)sms * per_sm;
-    f<<<(unsigned)grid, PW_THREADS, smem, s>>>(*a, vin, vout);
-    return cudaGetLastError();
+    return elan_launch_pdl(f, dim3((unsigned)grid), dim3(PW_THREADS), smem, s, *a, vin, vout);
 }
