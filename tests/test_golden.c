@@ -102,6 +102,7 @@ int main(void) {
     }
     if (elan_cuda_device_count() > 0) {
         p.device = 0;
+        p.precision = ELANSR_PRECISION_FP32; /* the GPU default is fp16, whose error this tolerance does not take */
         be = NULL;
         CHECK(elan_cuda_backend_create(&m, &p, &be) == ELANSR_OK);
         if (be) {
