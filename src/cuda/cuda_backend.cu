@@ -25,6 +25,9 @@
    shape tail_mma lacks) keeps the fp32 tail, for which x is filled from xh once before it.
    ELANSR_CUDA_FUSED_ATTN=0 puts project_inp back into its own pointwise kernel (4 launches).
    The unfused order above stays for fp32 / tf32 and behind ELANSR_CUDA_FUSED=0.
+   The fused kernels (and the head) are launched with programmatic dependent launch on sm_90+ (cuda_common.h):
+   each stages its weights while the previous kernel drains; ELANSR_CUDA_PDL=0 turns it off, and
+   ELANSR_CUDA_PDL_ATTN=last|none overrides when the attention lets its successor launch (gmsa.cu).
 
    Every 1x1 conv is out[P][cout] = in[P][cin] * W^T. cuBLAS is column-major, where an NHWC [P][cin] array is a
    cin x P matrix and PyTorch's w[cout][cin] is a cin x cout one, so the call is
