@@ -26,18 +26,21 @@
         tap) from xh_in[pixel + d][c..c+3], zero-fill for a source outside the image. Row stride XS halves (C
         padded to a multiple of 16 with zero channels, stride an odd multiple of 16 bytes). Issued for the
         next tile right after GEMM1 of this one, so it overlaps GEMM2; at the top of each tile the next
-        tile's input window and x rows are also prefetched into L2, so both arrive from L2 a tile later.
+        tile's input window and x rows are also prefetched into L2, so both arrive from L2 a tile later. A
+        lane's piece (hence its tap and channels) is the same for every pixel and tile (lfe_stage_runs).
      2. GEMM1 (M = 180 hidden pixels in 12 m16 tiles, N = e, K = C padded to 16): warp w takes the six m16
         tiles of half w % 2 and the quarter w / 2 of the n8 tiles (e padded to 32 with zero weights), whose B
         fragments it loads once per tile into registers. A: ldmatrix x4 from S0 (lane l points at row l % 16,
         k half l / 16; rows past 180 are clamped to row 179, their results never stored). B: ldmatrix from w0
         in shared memory ([n][k], k contiguous: B[k][n] = w0[n][k]). The accumulators start at b0; epilogue: one
         cvt per pair does relu and the rounding to T (fp16 saturating), 0 for hidden pixels outside the
-        image (the zero fill of shift1), 32-bit stores to the hidden tile H (180 rows, stride HS halves).
-     3. each lane loads its x values of the tile (float2, streaming hint) straight into GEMM2's accumulators
-        (c0, c1 / c2, c3 are channels 2t, 2t+1 of pixels g / g+8), before the barrier, so that their latency
-        (an L2 hit, prefetched a tile ago) hides behind it and the staging; b1 is added to them. (Loading them
-        before GEMM1 would hide more but holds 32 more registers across it: spills at 128.)
+        image (the zero fill of shift1), 32-bit stores to the hidden tile H (192 rows = 12 whole m16 tiles,
+        stride HS halves, placed behind S0's 180 rows; rows past 180 are written and never read).
+     3. each lane loads its residual values of the tile for GEMM2's accumulators (c0, c1 / c2, c3 are
+        channels 2t, 2t+1 of pixels g / g+8) before the barrier, and (half stream) widens them only after the
+        barrier and the staging, so that their latency (an L2 hit, prefetched a tile ago) hides behind both;
+        b1 is added to them. (Loading them before GEMM1 would hide more but holds 32 more registers across
+        it: spills at 128.)
      4. barrier; GEMM2 (M = 128 tile pixels, N = C, K = e): warp w takes tile row w (one m16 tile) and all n8
         tiles. A: ldmatrix x4 straight from H, with the shift in the row address: lane l reads pixel l % 16 of
         the tile row, channels of the 8-run r = 2 kc + l / 16, at H[pixel + d(tap1 of run r)][8r] (a table of
