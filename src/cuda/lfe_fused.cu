@@ -41,8 +41,9 @@
         barrier and the staging, so that their latency (an L2 hit, prefetched a tile ago) hides behind both;
         b1 is added to them. (Loading them before GEMM1 would hide more but holds 32 more registers across
         it: spills at 128.)
-     4. barrier; GEMM2 (M = 128 tile pixels, N = C, K = e): warp w takes tile row w (one m16 tile) and all n8
-        tiles. A: ldmatrix x4 straight from H, with the shift in the row address: lane l reads pixel l % 16 of
+     4. barrier; GEMM2 (M = 128 tile pixels, N = C, K = e): warp w takes tile rows 2 (w / 2) and + 1 (two m16
+        tiles) and half the n8 tiles (w % 2), so that each B fragment serves two m16 tiles (LFE_G2_MI = 1: one
+        row and all n8 tiles, and for N not a multiple of 32). A: ldmatrix x4 straight from H, with the shift in the row address: lane l reads pixel l % 16 of
         the tile row, channels of the 8-run r = 2 kc + l / 16, at H[pixel + d(tap1 of run r)][8r] (a table of
         one offset per run); a K remainder of 8 (e = 120) runs as m16n8k8 with ldmatrix x2. B: ldmatrix from
         w1 in shared memory.
@@ -75,6 +76,9 @@
 #define LFE_THREADS 256
 #define LFE_TH 8  /* tile rows: one per warp in GEMM2 */
 #define LFE_TW 16 /* tile columns: one m16 tile per tile row */
+#ifndef LFE_G2_MI
+#define LFE_G2_MI 2 /* GEMM2: m16 tiles per warp (1: a tile row and all n8 tiles; 2: two rows, half the n8 tiles) */
+#endif
 
 /* Smallest row stride >= k halves that is an odd multiple of 8 halves (16 bytes): rows 16-byte aligned for
    ldmatrix and cp.async, consecutive rows 4 banks apart (mod 32). */
@@ -327,84 +331,112 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                 }
             }
         }
-        /* GEMM2's accumulators start at x + b1 of tile row `warp`, pixels x0+g (c0, c1) and x0+g+8 (c2, c3):
+        /* GEMM2 work split: warp w takes MI m16 tiles (tile rows row0 .. row0 + MI - 1) and NJ n8 tiles from nj0.
+           MI = 2 (rows 2 (w / 2), +1; n-half w % 2) loads each B fragment once for two m16 tiles: 4 ldmatrix
+           per k-step instead of 5 (MI = 1: one tile row, all n8 tiles, every warp reloading all of w1). */
+        constexpr int MI = S::NT2 % 4 == 0 ? LFE_G2_MI : 1, NJ = S::NT2 / MI;
+        const int row0 = MI == 1 ? warp : 2 * (warp >> 1), nj0 = MI == 1 ? 0 : (warp & 1) * NJ;
+        /* GEMM2's accumulators start at x + b1 of tile rows row0 + mi, pixels x0+g (c0, c1) and x0+g+8 (c2, c3):
            the x loads are issued before the barrier and used after it and the staging, so their latency (an L2
            hit: prefetched a tile ago) hides behind both. (Half stream: the raw pairs are held and widened only
            then; widening them here made every warp wait for its loads before the barrier.) */
-        const long long p0 = ((long long)tl.img * Hp + tl.y0 + warp) * Wp + tl.x0 + g, p1 = p0 + 8;
-        float acc2[S::NT2][4];
-        unsigned raw[S::NT2][2];
+        long long pm[MI];
 #pragma unroll
-        for (int nt = 0; nt < S::NT2; nt++) {
-            const int c = nt * 8 + 2 * t;
-            if (c < C) { /* c even and C even: c + 1 < C too */
-                if (XF) {
-                    const float2 r0 = lfe_residual<T, C, XF>(a, p0, c), r1 = lfe_residual<T, C, XF>(a, p1, c);
-                    acc2[nt][0] = r0.x, acc2[nt][1] = r0.y, acc2[nt][2] = r1.x, acc2[nt][3] = r1.y;
+        for (int mi = 0; mi < MI; mi++) pm[mi] = ((long long)tl.img * Hp + tl.y0 + row0 + mi) * Wp + tl.x0 + g;
+        float acc2[MI][NJ][4];
+        unsigned raw[MI][NJ][2];
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+            for (int nt = 0; nt < NJ; nt++) {
+                const int c = (nj0 + nt) * 8 + 2 * t;
+                const long long p0 = pm[mi], p1 = p0 + 8;
+                if (c < C) { /* c even and C even: c + 1 < C too */
+                    if (XF) {
+                        const float2 r0 = lfe_residual<T, C, XF>(a, p0, c), r1 = lfe_residual<T, C, XF>(a, p1, c);
+                        acc2[mi][nt][0] = r0.x, acc2[mi][nt][1] = r0.y, acc2[mi][nt][2] = r1.x, acc2[mi][nt][3] = r1.y;
+                    } else {
+                        raw[mi][nt][0] = *(const unsigned *)((const T *)a.xh_in + p0 * C + c);
+                        raw[mi][nt][1] = *(const unsigned *)((const T *)a.xh_in + p1 * C + c);
+                    }
                 } else {
-                    raw[nt][0] = *(const unsigned *)((const T *)a.xh_in + p0 * C + c);
-                    raw[nt][1] = *(const unsigned *)((const T *)a.xh_in + p1 * C + c);
+                    acc2[mi][nt][0] = acc2[mi][nt][1] = acc2[mi][nt][2] = acc2[mi][nt][3] = 0.0f;
+                    raw[mi][nt][0] = raw[mi][nt][1] = 0u;
                 }
-            } else {
-                acc2[nt][0] = acc2[nt][1] = acc2[nt][2] = acc2[nt][3] = 0.0f;
-                raw[nt][0] = raw[nt][1] = 0u;
             }
-        }
         __syncthreads(); /* H complete; S0 free */
 
         if (more) lfe_stage_runs<C, E>(xh, s0, lp, nx, Hp, Wp);
         if (!XF) {
 #pragma unroll
-            for (int nt = 0; nt < S::NT2; nt++)
-                if (nt * 8 + 2 * t < C) {
-                    const float2 r0 = elan_unpack2<T>(raw[nt][0]), r1 = elan_unpack2<T>(raw[nt][1]);
-                    acc2[nt][0] = r0.x, acc2[nt][1] = r0.y, acc2[nt][2] = r1.x, acc2[nt][3] = r1.y;
-                }
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int nt = 0; nt < NJ; nt++)
+                    if ((nj0 + nt) * 8 + 2 * t < C) {
+                        const float2 r0 = elan_unpack2<T>(raw[mi][nt][0]), r1 = elan_unpack2<T>(raw[mi][nt][1]);
+                        acc2[mi][nt][0] = r0.x, acc2[mi][nt][1] = r0.y, acc2[mi][nt][2] = r1.x, acc2[mi][nt][3] = r1.y;
+                    }
         }
 
-        /* ---- GEMM2 + epilogue: tile row `warp` ---- */
+        /* ---- GEMM2 + epilogue: tile rows row0 .. row0 + MI - 1, n8 tiles nj0 .. nj0 + NJ - 1 ---- */
         {
-            /* hidden-tile row of the lane's ldmatrix pixel (output (r, c) is hidden (r + 1, c + 1)) */
-            const unsigned short *ha = hs + ((warp + 1) * S::HW + arow + 1) * S::HS;
-            float(&acc)[S::NT2][4] = acc2;
+            /* hidden-tile rows of the lane's ldmatrix pixel (output (r, c) is hidden (r + 1, c + 1)) */
+            const unsigned short *ha[MI];
 #pragma unroll
-            for (int j = 0; j < S::NT2; j++) {
-                const float2 bb = *(const float2 *)(b1s + j * 8 + 2 * t);
-                acc[j][0] += bb.x, acc[j][1] += bb.y, acc[j][2] += bb.x, acc[j][3] += bb.y;
+            for (int mi = 0; mi < MI; mi++) ha[mi] = hs + ((row0 + mi + 1) * S::HW + arow + 1) * S::HS;
+            float(&acc)[MI][NJ][4] = acc2;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                const float2 bb = *(const float2 *)(b1s + (nj0 + j) * 8 + 2 * t);
+#pragma unroll
+                for (int mi = 0; mi < MI; mi++)
+                    acc[mi][j][0] += bb.x, acc[mi][j][1] += bb.y, acc[mi][j][2] += bb.x, acc[mi][j][3] += bb.y;
             }
+            const unsigned short *wb = w1s + nj0 * 8 * S::HS + bo1;
 #pragma unroll
             for (int kc = 0; kc < S::KC2; kc++) {
-                unsigned af[4];
-                elan_ldsm_x4(af, ha + d1[2 * kc + akh]); /* run 2kc + akh, shifted by its tap */
+                unsigned af[MI][4];
 #pragma unroll
-                for (int np = 0; np < S::NT2 / 2; np++) {
+                for (int mi = 0; mi < MI; mi++)
+                    elan_ldsm_x4(af[mi], ha[mi] + d1[2 * kc + akh]); /* run 2kc + akh, shifted by its tap */
+#pragma unroll
+                for (int np = 0; np < NJ / 2; np++) {
                     unsigned bf[4];
-                    elan_ldsm_x4(bf, w1s + np * 16 * S::HS + bo1 + kc * 16);
-                    elan_mma16816<T>(acc[2 * np], af, bf);
-                    elan_mma16816<T>(acc[2 * np + 1], af, bf + 2);
+                    elan_ldsm_x4(bf, wb + np * 16 * S::HS + kc * 16);
+#pragma unroll
+                    for (int mi = 0; mi < MI; mi++) {
+                        elan_mma16816<T>(acc[mi][2 * np], af[mi], bf);
+                        elan_mma16816<T>(acc[mi][2 * np + 1], af[mi], bf + 2);
+                    }
                 }
             }
             if constexpr (S::KT2 != 0) { /* the last run (k = KC2*16 .. +7) as m16n8k8; x2 reads lanes 0-15 */
                 const int k0 = S::KC2 * 16;
-                unsigned af[2];
-                elan_ldsm_x2(af, ha + d1[S::R1 - 1]);
+                unsigned af[MI][2];
 #pragma unroll
-                for (int np = 0; np < S::NT2 / 2; np++) {
+                for (int mi = 0; mi < MI; mi++) elan_ldsm_x2(af[mi], ha[mi] + d1[S::R1 - 1]);
+#pragma unroll
+                for (int np = 0; np < NJ / 2; np++) {
                     /* matrices: (n8 tile 2np, k0..k0+7), (2np+1, k0..k0+7); lanes 16-31 repeat 0-15 */
                     unsigned bf[2];
-                    elan_ldsm_x2(bf, w1s + ((2 * np + ((lane >> 3) & 1)) * 8 + (lane & 7)) * S::HS + k0);
-                    elan_mma1688<T>(acc[2 * np], af, bf[0]);
-                    elan_mma1688<T>(acc[2 * np + 1], af, bf[1]);
+                    elan_ldsm_x2(bf, w1s + ((nj0 + 2 * np + ((lane >> 3) & 1)) * 8 + (lane & 7)) * S::HS + k0);
+#pragma unroll
+                    for (int mi = 0; mi < MI; mi++) {
+                        elan_mma1688<T>(acc[mi][2 * np], af[mi], bf[0]);
+                        elan_mma1688<T>(acc[mi][2 * np + 1], af[mi], bf[1]);
+                    }
                 }
             }
 #pragma unroll
-            for (int nt = 0; nt < S::NT2; nt++) {
-                const int c = nt * 8 + 2 * t;
-                if (c < C) {
-                    lfe_store<T, C, XF>(a, p0, c, make_float2(acc[nt][0], acc[nt][1]));
-                    lfe_store<T, C, XF>(a, p1, c, make_float2(acc[nt][2], acc[nt][3]));
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int nt = 0; nt < NJ; nt++) {
+                    const int c = (nj0 + nt) * 8 + 2 * t;
+                    if (c < C) {
+                        lfe_store<T, C, XF>(a, pm[mi], c, make_float2(acc[mi][nt][0], acc[mi][nt][1]));
+                        lfe_store<T, C, XF>(a, pm[mi] + 8, c, make_float2(acc[mi][nt][2], acc[mi][nt][3]));
+                    }
                 }
-            }
         }
         tl = nx;
     }
