@@ -43,9 +43,9 @@
         it: spills at 128.)
      4. barrier; GEMM2 (M = 128 tile pixels, N = C, K = e): warp w takes tile rows 2 (w / 2) and + 1 (two m16
         tiles) and half the n8 tiles (w % 2), so that each B fragment serves two m16 tiles (LFE_G2_MI = 1: one
-        row and all n8 tiles, and for N not a multiple of 32). A: ldmatrix x4 straight from H, with the shift in the row address: lane l reads pixel l % 16 of
-        the tile row, channels of the 8-run r = 2 kc + l / 16, at H[pixel + d(tap1 of run r)][8r] (a table of
-        one offset per run); a K remainder of 8 (e = 120) runs as m16n8k8 with ldmatrix x2. B: ldmatrix from
+        row and all n8 tiles, and for N not a multiple of 32). A: ldmatrix x4 straight from H, with the shift
+        in the row address: lane l reads pixel l % 16 of the tile row, channels of the 8-run r = 2 kc + l / 16,
+        at H[pixel + d(tap1 of run r)][8r] (a table of one offset per run); a K remainder of 8 (e = 120) runs as m16n8k8 with ldmatrix x2. B: ldmatrix from
         w1 in shared memory.
      5. epilogue straight from the accumulators (now x + b1 + GEMM2): float2 stores of x and 32-bit stores of
         xh_out (one cvt per pair, rounding exactly as elan_from_f); the 4 lanes of a quad cover 32 contiguous
