@@ -8,17 +8,10 @@
 # SIZE (960x540), PREC (fp16), SKIP (launches of the kernel skipped first: 4), COUNT (1) pick the launch.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-SHARED=${ELANSR_SHARED:-$PWD/.shared}
-[ -d "$SHARED" ] || SHARED=$(cd ../shared 2>/dev/null && pwd)
-MODEL=$SHARED/models/elan-light-x4.pth
-PREC=${PREC:-fp16}
+source bench/ncu_env.sh
 SIZE=${SIZE:-960x540}
 SKIP=${SKIP:-4}
 COUNT=${COUNT:-1}
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "gpu_ncu_source.sh: ncu not found"; exit 1; }
 kernels=("$@")
 [ ${#kernels[@]} -eq 0 ] && kernels=(lfe_fused_kernel attn3_kernel)
 for k in "${kernels[@]}"; do

@@ -7,15 +7,8 @@
 # PREC (default fp16) picks the precision. Output: $OUT/profile_<size>_<prec>.txt and stdout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-SHARED=${ELANSR_SHARED:-$PWD/.shared}
-[ -d "$SHARED" ] || SHARED=$(cd ../shared 2>/dev/null && pwd)
-MODEL=$SHARED/models/elan-light-x4.pth
-PREC=${PREC:-fp16}
+source bench/ncu_env.sh
 ITERS=${ITERS:-2}
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "gpu_profile.sh: ncu not found"; exit 1; }
 sizes=("$@")
 [ ${#sizes[@]} -eq 0 ] && sizes=(64x64x16 320x180 480x270 960x540)
 for sz in "${sizes[@]}"; do

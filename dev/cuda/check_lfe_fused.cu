@@ -332,20 +332,7 @@ static int run_case(const lfe_case &k, double *ms_out) {
     /* median time of one variant; bytes are what it must move (halo re-reads not counted) */
     auto time_it = [&](const elan_cuda_lfe_args &ta, const char *label, double bytes) {
         const int warm = 5, runs = 100;
-        for (int i = 0; i < warm; i++) CK(elan_cuda_lfe_fused(&ta, 0));
-        CK(cudaDeviceSynchronize());
-        std::vector<cudaEvent_t> ev(2 * runs);
-        for (auto &e : ev) CK(cudaEventCreate(&e));
-        for (int i = 0; i < runs; i++) {
-            CK(cudaEventRecord(ev[2 * i], 0));
-            CK(elan_cuda_lfe_fused(&ta, 0));
-            CK(cudaEventRecord(ev[2 * i + 1], 0));
-        }
-        CK(cudaDeviceSynchronize());
-        std::vector<float> t(runs);
-        for (int i = 0; i < runs; i++) CK(cudaEventElapsedTime(&t[i], ev[2 * i], ev[2 * i + 1]));
-        for (auto &e : ev) CK(cudaEventDestroy(e));
-        std::sort(t.begin(), t.end());
+        const std::vector<float> t = sorted_times_ms(warm, runs, [&](int) { return elan_cuda_lfe_fused(&ta, 0); });
         const double med = t[runs / 2];
         printf("%s: median %.4f ms (min %.4f, max %.4f) over %d runs, %.0f GB/s effective\n", label, med, t[0],
                t[runs - 1], runs, bytes / (med * 1e-3) / 1e9);

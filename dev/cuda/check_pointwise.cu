@@ -317,24 +317,9 @@ static void time_case(int cin, int cout, int act, int mode) {
         a.act = act, a.cin = cin, a.cout = cout, a.P = P;
         return a;
     };
-    for (int r = 0; r < WARM; r++) {
-        const elan_cuda_pw_args a = args(r % NBUF);
-        CK(elan_cuda_pw(&a, 0));
-    }
-    CK(cudaDeviceSynchronize());
-    std::vector<cudaEvent_t> ev(2 * RUNS);
-    for (auto &e : ev) CK(cudaEventCreate(&e));
-    for (int r = 0; r < RUNS; r++) {
-        const elan_cuda_pw_args a = args(r % NBUF);
-        CK(cudaEventRecord(ev[2 * r], 0));
-        CK(elan_cuda_pw(&a, 0));
-        CK(cudaEventRecord(ev[2 * r + 1], 0));
-    }
-    CK(cudaDeviceSynchronize());
-    std::vector<float> ms(RUNS);
-    for (int r = 0; r < RUNS; r++) CK(cudaEventElapsedTime(&ms[r], ev[2 * r], ev[2 * r + 1]));
-    for (auto &e : ev) CK(cudaEventDestroy(e));
-    std::sort(ms.begin(), ms.end());
+    std::vector<elan_cuda_pw_args> as;
+    for (int i = 0; i < NBUF; i++) as.push_back(args(i));
+    const std::vector<float> ms = sorted_times_ms(WARM, RUNS, [&](int r) { return elan_cuda_pw(&as[r % NBUF], 0); });
     const double med = ms[RUNS / 2];
     double bytes = (double)P * (cin * 2.0);
     if (mode == MODE_OUT) bytes += (double)P * cout * 2.0;

@@ -237,20 +237,8 @@ static void run_case(int act, int S, int C, int n, int Hp, int Wp, int H, int W,
 
 static double tail_median_ms(const elan_cuda_tail_args &a, int mma) {
     const int WARM = 5, RUNS = 50;
-    for (int i = 0; i < WARM; i++) CK(mma ? elan_cuda_tail_mma(&a, 0) : elan_cuda_tail(&a, 0));
-    CK(cudaDeviceSynchronize());
-    std::vector<cudaEvent_t> ev(2 * RUNS);
-    for (auto &e : ev) CK(cudaEventCreate(&e));
-    for (int i = 0; i < RUNS; i++) {
-        CK(cudaEventRecord(ev[2 * i], 0));
-        CK(mma ? elan_cuda_tail_mma(&a, 0) : elan_cuda_tail(&a, 0));
-        CK(cudaEventRecord(ev[2 * i + 1], 0));
-    }
-    CK(cudaDeviceSynchronize());
-    std::vector<float> ms(RUNS);
-    for (int i = 0; i < RUNS; i++) CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
-    for (auto &e : ev) CK(cudaEventDestroy(e));
-    std::sort(ms.begin(), ms.end());
+    const std::vector<float> ms =
+        sorted_times_ms(WARM, RUNS, [&](int) { return mma ? elan_cuda_tail_mma(&a, 0) : elan_cuda_tail(&a, 0); });
     return ms[RUNS / 2];
 }
 

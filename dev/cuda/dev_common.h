@@ -79,6 +79,27 @@ template <> inline __half f2h<__half>(float v) { return __float2half_rn(v); }
 template <> inline __nv_bfloat16 f2h<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 static inline float round_half(float v) { return __half2float(__float2half_rn(v)); }
 
+/* Times of `runs` calls of launch(i) after `warm` untimed ones, sorted, in ms: the events are recorded back to
+   back on stream 0 with one synchronisation at the end, so no host round trip separates the launches. */
+template <typename F>
+static std::vector<float> sorted_times_ms(int warm, int runs, F launch) {
+    for (int i = 0; i < warm; i++) CK(launch(i));
+    CK(cudaDeviceSynchronize());
+    std::vector<cudaEvent_t> ev(2 * runs);
+    for (auto &e : ev) CK(cudaEventCreate(&e));
+    for (int i = 0; i < runs; i++) {
+        CK(cudaEventRecord(ev[2 * i], 0));
+        CK(launch(i));
+        CK(cudaEventRecord(ev[2 * i + 1], 0));
+    }
+    CK(cudaDeviceSynchronize());
+    std::vector<float> ms(runs);
+    for (int i = 0; i < runs; i++) CK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+    for (auto &e : ev) CK(cudaEventDestroy(e));
+    std::sort(ms.begin(), ms.end());
+    return ms;
+}
+
 /* Median of 50 CUDA-event-timed calls of launch() after 10 warm-up calls, in ms. */
 template <typename F>
 static double median_ms(F launch) {

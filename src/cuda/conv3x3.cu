@@ -475,13 +475,9 @@ extern "C" cudaError_t elan_cuda_tail_mma(const elan_cuda_tail_args *a, cudaStre
     const long long tiles = (long long)a->n * ((a->H + TM_TILE - 1) / TM_TILE) * ((a->W + TM_TILE - 1) / TM_TILE);
     if (tiles == 0) return cudaGetLastError();
     if (tiles > INT_MAX) return cudaErrorInvalidValue;
-    int dev = 0, sms = 0, per_sm = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, TM_THREADS, smem);
+    long long slots = 0;
+    const cudaError_t e = elan_resident_ctas(f, TM_THREADS, smem, &slots);
     if (e != cudaSuccess) return e;
-    if (per_sm < 1) per_sm = 1; /* not prepared: the launch reports it */
-    if (sms < 1) sms = 1;
-    const long long grid = tiles < (long long)sms * per_sm ? tiles : (long long)sms * per_sm;
+    const long long grid = tiles < slots ? tiles : slots;
     return elan_launch_pdl(f, dim3((unsigned)grid), dim3(TM_THREADS), smem, s, *a);
 }

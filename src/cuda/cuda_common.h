@@ -262,6 +262,19 @@ static inline int elan_pdl_enabled(void) {
         return 0;
     return major >= 9;
 }
+/* CTAs of `kernel` resident at once on the current GPU (SMs x occupancy at `threads` and `smem`, each at least 1;
+   a kernel not prepared for its shared memory then fails at launch, which reports it): the grid of the persistent
+   kernels, and the size of the attention's last wave. */
+template <typename F>
+static cudaError_t elan_resident_ctas(F kernel, int threads, size_t smem, long long *ctas) {
+    int dev = 0, sms = 0, per_sm = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
+    if (e != cudaSuccess) return e;
+    *ctas = (long long)(sms > 0 ? sms : 1) * (per_sm > 0 ? per_sm : 1);
+    return cudaSuccess;
+}
 template <typename... P, typename... A>
 static cudaError_t elan_launch_pdl(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                                    A... args) {

@@ -972,12 +972,9 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
     g.pdl_from = total > 0xffffffffull ? 0xffffffffu : (unsigned)total;
     const char *pe = getenv("ELANSR_CUDA_PDL_ATTN");
     const int policy = pe && !strcmp(pe, "none") ? 0 : pe && !strcmp(pe, "last") ? 1 : 2; /* 2: auto */
-    int dev = 0, sms = 0, per_sm = 0;
-    if (policy && cudaGetDevice(&dev) == cudaSuccess &&
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, ATTN_TOK, smem) == cudaSuccess) {
-        const unsigned long long slots = (unsigned long long)sms * (per_sm > 0 ? per_sm : 1);
-        if (policy == 1 || total <= 2 * slots) g.pdl_from = total > slots ? (unsigned)(total - slots) : 0u;
-    }
+    long long slots = 0;
+    if (policy && elan_resident_ctas(f, ATTN_TOK, smem, &slots) == cudaSuccess &&
+        (policy == 1 || total <= 2ull * (unsigned long long)slots))
+        g.pdl_from = total > (unsigned long long)slots ? (unsigned)(total - (unsigned long long)slots) : 0u;
     return elan_launch_pdl(f, grid, dim3(ATTN_TOK), smem, s, g, vec4);
 }

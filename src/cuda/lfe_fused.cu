@@ -728,13 +728,9 @@ extern "C" cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStre
     const long long tiles = (long long)a->n * (a->Hp / LFE_TH) * (a->Wp / LFE_TW);
     if (tiles == 0) return cudaGetLastError();
     if (tiles > INT_MAX) return cudaErrorInvalidValue;
-    int dev = 0, sms = 0, per_sm = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, LFE_THREADS, smem);
+    long long slots = 0;
+    const cudaError_t err = elan_resident_ctas(fn, LFE_THREADS, smem, &slots);
     if (err != cudaSuccess) return err;
-    if (per_sm < 1) per_sm = 1;
-    if (sms < 1) sms = 1;
-    const long long grid = tiles < (long long)sms * per_sm ? tiles : (long long)sms * per_sm;
+    const long long grid = tiles < slots ? tiles : slots;
     return elan_launch_pdl(fn, dim3((unsigned)grid), dim3(LFE_THREADS), smem, s, *a);
 }

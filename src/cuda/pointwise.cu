@@ -397,13 +397,10 @@ extern "C" cudaError_t elan_cuda_pw(const elan_cuda_pw_args *a, cudaStream_t s) 
     else
         vout = pw_chunk(a->out, a->cout * 2LL, a->out_stride * 2LL, 16, 2);
 
-    int dev, sms, per_sm;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, PW_THREADS, smem);
+    long long slots = 0;
+    const cudaError_t e = elan_resident_ctas(f, PW_THREADS, smem, &slots);
     if (e != cudaSuccess) return e;
-    if (per_sm < 1) per_sm = 1; /* not prepared: the launch reports it */
     const long long ntiles = (a->P + PW_TILE - 1) / PW_TILE;
-    const long long grid = ntiles < (long long)sms * per_sm ? ntiles : (long long)sms * per_sm;
+    const long long grid = ntiles < slots ? ntiles : slots;
     return elan_launch_pdl(f, dim3((unsigned)grid), dim3(PW_THREADS), smem, s, *a, vin, vout);
 }
