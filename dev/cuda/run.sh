@@ -16,6 +16,7 @@ for n in "${names[@]}"; do
     src=dev/cuda/check_$n.cu
     # the kernel file the check exercises is named on the check's first line: // kernel: src/cuda/X.cu
     kern=$(head -1 "$src" | sed -n 's#^// kernel: ##p')
+    [ "$kern" = none ] && kern="" # a check of the GPU itself (check_rates.cu)
     echo "=== $n ($src + $kern)"
     # NVCC_FLAGS: extra flags, e.g. -DATTN_MIN_CTAS=3 to try a variant of a tuning constant
     if ! nvcc -O3 -std=c++17 -arch="$ARCH" -lineinfo -Isrc -Iinclude -Isrc/cuda -Xcompiler=-Wall,-Wextra ${NVCC_FLAGS:-} \
