@@ -220,9 +220,10 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
 
    The same windows and the same token -> pixel map, but QQ^T and AV run as mma.sync (mma.h) in the manner of
    flash attention: a CTA holds 256 tokens (whole windows) as fp16 rows of Q and V in shared memory; each warp
-   owns 32 query rows (two m16 tiles) and walks the keys of their window 32 at a time (16 for ws 4):
-     S (16 x 32) = Q_tile K^T          k16 steps (+ one k8 step when the channels end on an odd multiple of 8),
-                                       x 2 n8 tiles; the keys are the window's own q rows
+   owns 32 query rows (two m16 tiles) and walks the keys of their window 16 KB at a time (KB = 1 with the fused
+   project_inp, 2 without: ATTN_KB_PROJ, ATTN_KB; always 16 for ws 4):
+     S (16 x 16 KB) = Q_tile K^T       k16 steps (+ one k8 step when the channels end on an odd multiple of 8),
+                                       x 2 KB n8 tiles; the keys are the window's own q rows
      online softmax on S in registers  row max over the quad (shuffles), exp2 of pre-scaled scores
      O (16 x 8*NV) += P V              P is S's accumulator repacked as an A fragment (no shared memory)
    O is divided by the row sums at the end, staged through shared memory and written back row by row in
@@ -280,6 +281,18 @@ struct attn_mma_shape {
    (computing / reusing GMSA at 960x544, H100) against 0.217 / 0.199 ms for 2 CTAs at 103 registers. */
 #ifndef ATTN_MIN_CTAS
 #define ATTN_MIN_CTAS 3
+#endif
+
+/* Key blocks of 16 per step of the ws 8 / 16 loop (attn_mma_body): 2 halves the max / shuffle / rescale work
+   per key, 1 holds 14 fewer registers of K / V fragments. With the fused project_inp, 2 spilled ~70 bytes under
+   the 80-register cap and 1 spills none: 0.195 / 0.173 -> 0.188 / 0.167 ms (computing / reusing GMSA, dev
+   check at 960x544, H100, two alternating repetitions); the unfused kernel spills little either way and was
+   1-2% faster with 2. */
+#ifndef ATTN_KB_PROJ
+#define ATTN_KB_PROJ 1
+#endif
+#ifndef ATTN_KB
+#define ATTN_KB 2
 #endif
 
 /* One block of 16*KB keys (KB = 1 or 2) for one m16 tile: S = Q K^T, online softmax update of (m, o),
@@ -714,15 +727,16 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
         for (int j = 0; j < NV; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
         m[mt][0] = m[mt][1] = -INFINITY;
     }
-    if (S::T >= 32) { /* both tiles in one window: share every K / V fragment; 32 keys per step */
+    if (S::T >= 32) { /* both tiles in one window: share every K / V fragment; 16 KB keys per step */
+        constexpr int KB = PROJ ? ATTN_KB_PROJ : ATTN_KB;
         const int kbase = row0 / S::T * S::T;
-        unsigned kf[2][(KQ8 + 1) / 2][4], vf[2][NV][2];
+        unsigned kf[KB][(KQ8 + 1) / 2][4], vf[KB][NV][2];
 #pragma unroll 1
-        for (int kb = 0; kb < S::T; kb += 32) {
-            attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb, lane, kf[0], vf[0]);
-            attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb + 16, lane, kf[1], vf[1]);
-            attn_mma_step<KQ8, NV, 2>(qa[0], kf, vf, o[0], m[0]);
-            attn_mma_step<KQ8, NV, 2>(qa[1], kf, vf, o[1], m[1]);
+        for (int kb = 0; kb < S::T; kb += 16 * KB) {
+#pragma unroll
+            for (int b = 0; b < KB; b++) attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb + 16 * b, lane, kf[b], vf[b]);
+            attn_mma_step<KQ8, NV, KB>(qa[0], kf, vf, o[0], m[0]);
+            attn_mma_step<KQ8, NV, KB>(qa[1], kf, vf, o[1], m[1]);
         }
     } else { /* ws = 4: each m16 tile is a window of its own */
         unsigned kf[1][(KQ8 + 1) / 2][4], vf[1][NV][2];
