@@ -475,50 +475,80 @@ static __device__ __forceinline__ void attn_rows(__half *srow, const int *spix, 
     }
 }
 
-/* n8 tiles 0 .. NT-1 of one m16 tile of the fused project_inp: D_j = bias_j + A B_j over K = 64, rounded to fp16
-   into dst (rows g and g + 8 of the tile, ROW apart; tile j at columns 8j .. 8j + 7). All NT accumulators are
-   live at once and their mma are interleaved k-step by k-step: one tile at a time is a chain of 4 dependent
-   mma, which ptxas (80 registers) issued with the mma latency between each, while NT chains fill those gaps.
-   Each D_j still sums bias, k-steps 0, 1, 2, 3 in that order (the same bits as one tile at a time). B of tile j:
-   weight rows 8j .. 8j+7 of sw; one ldmatrix.x4 covers two k16 steps (matrix m = lane / 8: k columns 8m .. 8m+7
-   of the pair). sb: the tiles' biases as float4s (ATTN_PROJ_SMEM). */
-template <typename T, int NT, int ROW>
-static __device__ __forceinline__ void attn_proj_tiles(const unsigned (&af)[4][4], const T *sw, const float *sb,
-                                                       __half *dst, int lane) {
+/* The A fragments (k16 steps 0-3) of the m16 tile of tokens r0 .. r0 + 15: x rows of cin halves, 32-bit loads. */
+template <typename T>
+static __device__ __forceinline__ void attn_proj_a(unsigned (&af)[4][4], const T *sx, int cin, int r0, int lane) {
+    const T *xa = sx + (r0 + (lane >> 2)) * cin + 2 * (lane & 3), *xb = xa + 8 * cin;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+        af[ks][0] = *(const unsigned *)(xa + ks * 16);
+        af[ks][1] = *(const unsigned *)(xb + ks * 16);
+        af[ks][2] = *(const unsigned *)(xa + ks * 16 + 8);
+        af[ks][3] = *(const unsigned *)(xb + ks * 16 + 8);
+    }
+}
+
+/* n8 tiles J0 .. J1-1 of the fused project_inp (tiles 0 .. NQT-1 are q, into sq; NQT .. the v tiles, into sv) for
+   the warp's 32 tokens r0 .. r0 + 31: D_j = bias_j + A B_j over K = 64, rounded to fp16. B of tile j: weight rows
+   8j .. 8j+7 of sw (the v tiles' rows and biases follow the q tiles': ATTN_PROJ_SMEM); one ldmatrix.x4 covers two
+   k16 steps (matrix m = lane / 8: k columns 8m .. 8m+7 of the pair); sb holds the tiles' biases as float4s.
+   Shaped by the shared-memory data pipe, the kernel's busiest unit (docs/PERFORMANCE.md step 6): the A fragments
+   of both m16 tiles stay in registers (32) while the tiles' B fragments pass one tile at a time, so a warp reads
+   its x rows once and the weights once. Before, each m16 tile read all the weights again (6 KB per tile and
+   warp; counted with the x loads, ~1376 -> 944 wavefronts per computing CTA, 944 -> 728 per reusing one); a
+   split of the warps into q and v warps of 64 tokens each saved less (1312 / 752: each x row read twice). Dev
+   check at 960x544,
+   H100, three alternating repetitions: 0.190 / 0.169 -> 0.182 / 0.163 ms (computing / reusing GMSA; the split:
+   0.190 / 0.166). Each D still sums bias, k-steps 0, 1, 2, 3 in that order (the same bits as before), the two m16
+   tiles' chains interleaved. The next tile's B fragments and bias are loaded before this tile's stores, which the
+   loads could not pass (ptxas cannot tell sw from sq / sv). */
+template <typename T, int NQT, int J0, int J1, int ROW>
+static __device__ __forceinline__ void attn_proj_cols(const T *sx, int cin, int r0, const T *sw, const float *sb,
+                                                      __half *sq, __half *sv, int lane) {
     const int t = lane & 3;
-    float acc[NT][4];
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        const float4 bb = *(const float4 *)(sb + 16 * j + 4 * t);
-        acc[j][0] = bb.x, acc[j][1] = bb.y, acc[j][2] = bb.z, acc[j][3] = bb.w;
-    }
+    unsigned af[2][4][4];
+    attn_proj_a(af[0], sx, cin, r0, lane);
+    attn_proj_a(af[1], sx, cin, r0 + 16, lane);
     const T *bw = sw + (lane & 7) * ATTN_XR + 8 * (lane >> 3);
+    const int o = (r0 + (lane >> 2)) * ROW + 2 * t;
+    unsigned bf[2][2][4];
+    float4 bb[2];
+    elan_ldsm_x4(bf[J0 & 1][0], bw + J0 * 8 * ATTN_XR);
+    elan_ldsm_x4(bf[J0 & 1][1], bw + J0 * 8 * ATTN_XR + 32);
+    bb[J0 & 1] = *(const float4 *)(sb + 16 * J0 + 4 * t);
 #pragma unroll
-    for (int kk = 0; kk < 2; kk++) {
-        unsigned bf[NT][4];
+    for (int j = J0; j < J1; j++) {
+        const unsigned(&b)[2][4] = bf[j & 1];
+        float acc[2][4];
 #pragma unroll
-        for (int j = 0; j < NT; j++) elan_ldsm_x4(bf[j], bw + j * 8 * ATTN_XR + kk * 32);
+        for (int mt = 0; mt < 2; mt++)
+            acc[mt][0] = bb[j & 1].x, acc[mt][1] = bb[j & 1].y, acc[mt][2] = bb[j & 1].z, acc[mt][3] = bb[j & 1].w;
 #pragma unroll
-        for (int j = 0; j < NT; j++) elan_mma16816<T>(acc[j], af[2 * kk], bf[j]);
+        for (int ks = 0; ks < 4; ks++)
 #pragma unroll
-        for (int j = 0; j < NT; j++) elan_mma16816<T>(acc[j], af[2 * kk + 1], bf[j] + 2);
-    }
+            for (int mt = 0; mt < 2; mt++) elan_mma16816<T>(acc[mt], af[mt][ks], b[ks >> 1] + 2 * (ks & 1));
+        if (j + 1 < J1) {
+            elan_ldsm_x4(bf[(j + 1) & 1][0], bw + (j + 1) * 8 * ATTN_XR);
+            elan_ldsm_x4(bf[(j + 1) & 1][1], bw + (j + 1) * 8 * ATTN_XR + 32);
+            bb[(j + 1) & 1] = *(const float4 *)(sb + 16 * (j + 1) + 4 * t);
+        }
+        __half *d = (j < NQT ? sq + 8 * j : sv + 8 * (j - NQT)) + o;
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-        *(unsigned *)(dst + j * 8) = elan_pack2_out<__half>(acc[j][0], acc[j][1]);
-        *(unsigned *)(dst + 8 * ROW + j * 8) = elan_pack2_out<__half>(acc[j][2], acc[j][3]);
+        for (int mt = 0; mt < 2; mt++) {
+            *(unsigned *)(d + mt * 16 * ROW) = elan_pack2_out<__half>(acc[mt][0], acc[mt][1]);
+            *(unsigned *)(d + mt * 16 * ROW + 8 * ROW) = elan_pack2_out<__half>(acc[mt][2], acc[mt][3]);
+        }
     }
 }
 
 /* project_inp fused into the attention (a.x != NULL): the CTA's operands are formed on chip instead of being
-   read from a project_inp output. Each warp multiplies its 32 tokens' x rows by the group's weights on tensor
-   cores (K = 64, fp32 accumulators started at the bias; the q tiles, then the v tiles, each set at once:
-   attn_proj_tiles) and rounds the results to fp16 straight into sq (q, zero up to 8 KQ8 through zero weight
-   rows) and sv (v; zero columns up to 8 NV - 1, whose bias row is 1: the ones column of the row sums). With
-   a.wq == NULL (a reusing GMSA) q is copied from a.q (fp16, written by the computing GMSA's q_out) instead, and
-   only v is computed. Per pixel the GMSA reads x (C halves, shared by the three groups' CTAs through L2) and, in
-   a reusing GMSA, q. On return (after a barrier) sq and sv are complete. k is ATTN_K4(KQ8, NV) (= 20:
-   attn3_proj_pick), a constant here.
+   read from a project_inp output. The warps multiply the tokens' x rows by the group's weights on tensor cores
+   (K = 64, fp32 accumulators started at the bias: attn_proj_cols) and round the results to fp16 straight into
+   sq (q, zero up to 8 KQ8 through zero weight rows) and sv (v; zero columns up to 8 NV - 1, whose bias row is 1:
+   the ones column of the row sums). With a.wq == NULL (a reusing GMSA) q is
+   copied from a.q (fp16, written by the computing GMSA's q_out) instead, and only v is computed. Per pixel the
+   GMSA reads x (C halves, shared by the three groups' CTAs through L2) and, in a reusing GMSA, q. On return
+   (after a barrier) sq and sv are complete. k is ATTN_K4(KQ8, NV) (= 20: attn3_proj_pick), a constant here.
 
    The copies are the kernel's most frequent instructions, so they are shaped for few of them: tokens 2i and
    2i + 1 are always neighbouring pixels of one window row (ws even, shift ws/2 even, so pixel 2i is even and
@@ -534,12 +564,11 @@ template <int KQ8, int NV, typename T>
 static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a, __half *sq, __half *sv,
                                                    const int *spix, unsigned char *pbase) {
     constexpr int ROW = ATTN_ROW(KQ8, NV), KQ = 8 * KQ8, NQT = KQ8, NW = ATTN_NW(KQ8, NV), K = ATTN_K4(KQ8, NV);
-    static_assert(NQT <= 3 && NV <= 3, "attn_proj_tiles holds the q or the v tiles at once: 3 at most in 80 registers");
     static_assert(NW <= ATTN_TOK, "one bias per thread");
     T *sx = (T *)pbase;
     T *sw = (T *)(pbase + ATTN_XTILE);
     float *sb = (float *)(sw + NW * ATTN_XR);
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int cin = a.cin;
     const bool own_q = a.wq != NULL;
 
@@ -591,24 +620,11 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
     elan_cp_async_wait_all();
     __syncthreads();
 
-    /* warp: tokens 32 warp .. +31 as two m16 tiles; n8 tiles 0 .. NQT-1 are q (skipped when q was copied),
-       NQT .. NQT+NV-1 are v */
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        const int r0 = warp * 32 + mt * 16;
-        const T *xa = sx + (r0 + g) * cin + 2 * t, *xb = xa + 8 * cin;
-        unsigned af[4][4];
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            af[ks][0] = *(const unsigned *)(xa + ks * 16);
-            af[ks][1] = *(const unsigned *)(xb + ks * 16);
-            af[ks][2] = *(const unsigned *)(xa + ks * 16 + 8);
-            af[ks][3] = *(const unsigned *)(xb + ks * 16 + 8);
-        }
-        const int o = (r0 + g) * ROW + 2 * t;
-        if (own_q) attn_proj_tiles<T, NQT, ROW>(af, sw, sb, sq + o, lane);
-        attn_proj_tiles<T, NV, ROW>(af, sw + KQ * ATTN_XR, sb + 2 * KQ, sv + o, lane);
-    }
+    /* warp: tokens 32 warp .. +31; the q tiles (computing GMSA), then the v tiles, past the same A fragments */
+    if (own_q)
+        attn_proj_cols<T, NQT, 0, NQT + NV, ROW>(sx, cin, 32 * warp, sw, sb, sq, sv, lane);
+    else
+        attn_proj_cols<T, NQT, NQT, NQT + NV, ROW>(sx, cin, 32 * warp, sw, sb, sq, sv, lane);
     __syncthreads();
     /* the computing GMSA leaves its q (fp16) for the block's reusing GMSAs */
     if (own_q && a.q_out) attn_rows<K, ROW, false>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
