@@ -554,12 +554,14 @@ static __device__ __forceinline__ void attn_proj_cols(const T *sx, int cin, int 
    2i + 1 are always neighbouring pixels of one window row (ws even, shift ws/2 even, so pixel 2i is even and
    its neighbour never wraps), i.e. 4 cin contiguous bytes that start 16-byte aligned (cin % 4 == 0, x_stride
    == cin): the x tile is copied pair by pair in 16-byte pieces, in the order it lies in memory, and the A
-   fragments are then read with 32-bit shared loads (row stride cin halves: at most 2-way bank conflicts, a
-   few dozen loads per warp) instead of ldmatrix, which would need a padded, 16-byte aligned row stride. K
-   runs to 64: the columns past cin read the next row (finite values, times zero weights) and, for the last
-   row, zero halves past the tile. Every loop has a constant trip count and is unrolled, with the shared
-   addresses formed once: per 16-byte piece of x, one spix load, one 64-bit multiply-add, the cp.async and an
-   add. */
+   fragments are then read with 32-bit shared loads (row stride cin halves: 2-way bank conflicts at cin = 60,
+   8-way at cin = 64; a few dozen loads per warp) instead of ldmatrix, which would need a padded, 16-byte
+   aligned row stride. (Rows padded to 72 halves would make these loads conflict-free, but the odd row of a pair
+   then starts 8 bytes off a 16-byte boundary in global memory, where a 16-byte cp.async cannot read: tried in
+   step 6, wrong results, caught by check_attn_proj.) K runs to 64: the columns past cin read the next row
+   (finite values, times zero weights) and, for the last row, zero halves past the tile. Every loop has a
+   constant trip count and is unrolled, with the shared addresses formed once: per 16-byte piece of x, one spix
+   load, one 64-bit multiply-add, the cp.async and an add. */
 template <int KQ8, int NV, typename T>
 static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a, __half *sq, __half *sv,
                                                    const int *spix, unsigned char *pbase) {
