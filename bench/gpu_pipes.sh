@@ -11,16 +11,7 @@ source bench/ncu_env.sh
 SIZE=${SIZE:-960x540}
 SKIP=${SKIP:-0}
 COUNT=${COUNT:-80}
-want="gpu__time_duration.sum sm__cycles_elapsed.avg.per_second sm__cycles_active.avg
-smsp__inst_executed.sum sm__inst_executed.avg.per_cycle_active
-sm__inst_executed_pipe_tensor_op_hmma.sum sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
-sm__inst_executed_pipe_xu.sum sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active
-sm__inst_executed_pipe_fma.avg.pct_of_peak_sustained_active sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active
-sm__inst_executed_pipe_lsu.avg.pct_of_peak_sustained_active sm__inst_executed_pipe_uniform.avg.pct_of_peak_sustained_active
-l1tex__data_pipe_lsu_wavefronts_mem_shared.avg.pct_of_peak_sustained_elapsed l1tex__data_pipe_lsu_wavefronts_mem_shared.sum
-sm__warps_active.avg.pct_of_peak_sustained_active smsp__warps_eligible.avg.per_cycle_active
-dram__throughput.avg.pct_of_peak_sustained_elapsed dram__bytes_read.sum dram__bytes_write.sum
-lts__t_sectors.sum"
+want=$(python3 tools/pipes_table.py --metrics) # the columns of its table
 # keep the metrics this ncu knows (an unknown name would stop the whole run)
 "$NCU" --query-metrics --chip gh100 >"$OUT/ncu_metrics_gh100.txt" 2>&1
 metrics=""

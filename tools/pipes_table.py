@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""pipes_table.py CSV — the table of bench/gpu_pipes.sh: Nsight Compute's per-launch metrics (ncu --csv, one row per
+"""pipes_table.py CSV | --metrics — the table of bench/gpu_pipes.sh: Nsight Compute's per-launch metrics (ncu --csv, one row per
 launch and metric) averaged per kernel: time, SM clock, instructions, how busy each pipe was (% of its peak while
-the SM was active), shared-memory wavefronts, occupancy and DRAM throughput."""
+the SM was active), shared-memory wavefronts, occupancy and DRAM throughput. --metrics prints the metric names."""
 import csv
 import re
 import sys
@@ -38,6 +38,9 @@ def num(s):
 
 
 def main():
+    if sys.argv[1] == "--metrics":  # the list bench/gpu_pipes.sh asks Nsight Compute for
+        print(" ".join(c[0] for c in COLS))
+        return
     rows = list(csv.DictReader(open(sys.argv[1])))
     # value per (launch id, metric); kernel name per launch
     val = defaultdict(dict)

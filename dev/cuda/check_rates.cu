@@ -14,6 +14,17 @@
 
 #define ITERS 4096
 
+/* The kernels' common end: the thread's result (kept so the chains are not optimised away) and, from thread 0,
+   the CTA's clock64 span and SM. */
+static __device__ __forceinline__ void rate_record(float s, long long t0, long long t1, float *out, long long *span) {
+    out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+    if (threadIdx.x == 0) {
+        unsigned sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        span[3 * blockIdx.x] = t0, span[3 * blockIdx.x + 1] = t1, span[3 * blockIdx.x + 2] = sm;
+    }
+}
+
 /* acc += A B for CH chains, A = a everywhere, B = b everywhere (as fp16 pairs) */
 template <int CH, bool K8>
 static __global__ void mma_rate_kernel(unsigned a, unsigned b, float *out, long long *span) {
@@ -38,15 +49,10 @@ static __global__ void mma_rate_kernel(unsigned a, unsigned b, float *out, long 
     float s = 0.0f;
 #pragma unroll
     for (int c = 0; c < CH; c++) s += acc[c][0] + acc[c][1] + acc[c][2] + acc[c][3];
-    out[blockIdx.x * blockDim.x + threadIdx.x] = s;
-    if (threadIdx.x == 0) {
-        unsigned sm;
-        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        span[3 * blockIdx.x] = t0, span[3 * blockIdx.x + 1] = t1, span[3 * blockIdx.x + 2] = sm;
-    }
+    rate_record(s, t0, t1, out, span);
 }
 
-/* MUFU: CH chains of x = ex2(x) per thread (x stays in (0, 1]: ex2 of a value in [-1, 0]... then negated) */
+/* MUFU: CH chains of x = -ex2(x) per thread (x stays in [-1, -0.5]) */
 template <int CH>
 static __global__ void ex2_rate_kernel(float x0, float *out, long long *span) {
     float x[CH];
@@ -64,12 +70,7 @@ static __global__ void ex2_rate_kernel(float x0, float *out, long long *span) {
     float s = 0.0f;
 #pragma unroll
     for (int c = 0; c < CH; c++) s += x[c];
-    out[blockIdx.x * blockDim.x + threadIdx.x] = s;
-    if (threadIdx.x == 0) {
-        unsigned sm;
-        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        span[3 * blockIdx.x] = t0, span[3 * blockIdx.x + 1] = t1, span[3 * blockIdx.x + 2] = sm;
-    }
+    rate_record(s, t0, t1, out, span);
 }
 
 /* F2FP: CH chains of p = pack(f(p) ...) per thread */
@@ -93,12 +94,7 @@ static __global__ void pack_rate_kernel(float x0, float *out, long long *span) {
     float s = 0.0f;
 #pragma unroll
     for (int c = 0; c < CH; c++) s += x[c];
-    out[blockIdx.x * blockDim.x + threadIdx.x] = s;
-    if (threadIdx.x == 0) {
-        unsigned sm;
-        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        span[3 * blockIdx.x] = t0, span[3 * blockIdx.x + 1] = t1, span[3 * blockIdx.x + 2] = sm;
-    }
+    rate_record(s, t0, t1, out, span);
 }
 
 /* Median over SMs of the span (clocks) of their CTAs. */
