@@ -2,11 +2,11 @@
 /* check_attn.cu — the windowed attention of gmsa.cu against a naive CPU softmax(q q^T) v, then timed.
 
    Inputs are random q and v rows of the layout the backend uses (project_inp output g: per pixel 2C channels,
-   group gi's q at 2k*gi and v at 2k*gi + k), in fp16 or bf16, with a float bias. The reference works in double
-   from the same values the kernel sees (q + bias and v + bias rounded to fp16, as the tensor-core kernel does;
-   for the fp32 CUDA-core kernel, ELANSR_CUDA_ATTN=simt, they are not rounded, which only shrinks the error).
-   Errors come from P rounded to fp16 before P.V (2^-11 relative) and y rounded to the storage type, so the
-   tolerance is relative to the output's scale. Scores reach a few hundred here as in the real network, so a
+   group gi's q at 2k*gi and v at 2k*gi + k), in fp16, bf16 or fp32, with a float bias. The reference works in
+   double from the same values the kernel sees (q + bias and v + bias rounded to fp16 as the half tensor-core
+   kernel does, or to tf32 for the tf32 kernel; for the fp32 CUDA-core kernel, ELANSR_CUDA_ATTN=simt, they are
+   not rounded, which only shrinks the error). Errors come from P rounded to fp16 or tf32 before P.V (2^-11
+   relative) and y rounded to the storage type, so the tolerance is relative to the output's scale. Scores reach a few hundred here as in the real network, so a
    wrong score shows up as a wrong softmax at once. */
 #include "dev_common.h"
 
@@ -26,7 +26,7 @@
 /* One case: n images of Hp x Wp, k channels per group, all 3 windows; computing layout (q and v from g) when
    reuse == 0, reusing layout (q from g, v from a separate C-wide buffer) when reuse == 1. Returns failures. */
 template <typename T>
-static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int act, int time_it) {
+static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int act, int tf32, int time_it) {
     const int C = 3 * k, ws_[3] = {4, 8, 16};
     const long long P = (long long)n * Hp * Wp;
     std::vector<T> g((size_t)P * 2 * C), t((size_t)P * C), y((size_t)P * C);
@@ -47,12 +47,13 @@ static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int ac
     CK(cudaMemset(dy, 0xff, y.size() * sizeof(T))); /* NaN in both types: unwritten outputs fail */
 
     const char *simt = getenv("ELANSR_CUDA_ATTN");
-    const int round_in = !(simt && !strcmp(simt, "simt"));
+    /* 1: operands rounded to fp16 (half modes), 2: to tf32 (fp32 storage, tf32 asked for), 0: not rounded */
+    const int round_in = simt && !strcmp(simt, "simt") ? 0 : act != ELAN_ACT_F32 ? 1 : tf32 ? 2 : 0;
     elan_cuda_attn_args a[3];
     for (int gi = 0; gi < 3; gi++) {
         CK(elan_cuda_attn_prepare(k, ws_[gi], act));
         memset(&a[gi], 0, sizeof a[gi]);
-        a[gi].act = act;
+        a[gi].act = act, a[gi].tf32 = tf32;
         a[gi].q = dg + gi * 2 * k, a[gi].q_bias = db + gi * 2 * k, a[gi].q_stride = 2 * C;
         if (reuse)
             a[gi].v = dt + gi * k, a[gi].v_bias = db + gi * 2 * k + k, a[gi].v_stride = C;
@@ -88,8 +89,8 @@ static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int ac
                     float qf = h2f(g[(size_t)p * 2 * C + gi * 2 * k + c]) + bias[gi * 2 * k + c];
                     float vf = (reuse ? h2f(t[(size_t)p * C + gi * k + c]) : h2f(g[(size_t)p * 2 * C + gi * 2 * k + k + c])) +
                                bias[gi * 2 * k + k + c];
-                    q[(size_t)i * k + c] = round_in ? round_half(qf) : qf;
-                    v[(size_t)i * k + c] = round_in ? round_half(vf) : vf;
+                    q[(size_t)i * k + c] = round_in == 1 ? round_half(qf) : round_in == 2 ? round_tf32(qf) : qf;
+                    v[(size_t)i * k + c] = round_in == 1 ? round_half(vf) : round_in == 2 ? round_tf32(vf) : vf;
                 }
             }
             for (int i = 0; i < T2; i++) {
@@ -119,7 +120,8 @@ static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int ac
             }
         }
     }
-    printf("%-5s n %d %4dx%-4d k %2d %s %s: max|err| %.3g (max|ref| %.3g) %s\n", act == ELAN_ACT_F16 ? "fp16" : "bf16", n,
+    printf("%-5s n %d %4dx%-4d k %2d %s %s: max|err| %.3g (max|ref| %.3g) %s\n",
+           act == ELAN_ACT_F16 ? "fp16" : act == ELAN_ACT_BF16 ? "bf16" : tf32 ? "tf32" : "fp32", n,
            Wp, Hp, k, shifted ? "shifted" : "plain  ", reuse ? "reusing  " : "computing", maxerr, maxref,
            fails ? "FAIL" : "ok");
 
@@ -156,16 +158,27 @@ static int run_case(int n, int Hp, int Wp, int k, int shifted, int reuse, int ac
 
 int main(void) {
     int fails = 0;
-    fails += run_case<__half>(2, 32, 48, 20, 0, 0, ELAN_ACT_F16, 0);
-    fails += run_case<__half>(2, 32, 48, 20, 1, 0, ELAN_ACT_F16, 0);
-    fails += run_case<__half>(1, 48, 16, 20, 1, 1, ELAN_ACT_F16, 0);
-    fails += run_case<__nv_bfloat16>(2, 32, 48, 20, 1, 0, ELAN_ACT_BF16, 0);
-    fails += run_case<__nv_bfloat16>(1, 16, 64, 20, 0, 1, ELAN_ACT_BF16, 0);
-    fails += run_case<__half>(1, 32, 32, 10, 1, 0, ELAN_ACT_F16, 0);
-    fails += run_case<__half>(1, 32, 32, 32, 0, 1, ELAN_ACT_F16, 0);
-    fails += run_case<__half>(1, 32, 32, 6, 1, 1, ELAN_ACT_F16, 0);
-    fails += run_case<__half>(1, 544, 960, 20, 1, 0, ELAN_ACT_F16, 1);
-    fails += run_case<__half>(1, 544, 960, 20, 0, 1, ELAN_ACT_F16, 1);
+    fails += run_case<__half>(2, 32, 48, 20, 0, 0, ELAN_ACT_F16, 0, 0);
+    fails += run_case<__half>(2, 32, 48, 20, 1, 0, ELAN_ACT_F16, 0, 0);
+    fails += run_case<__half>(1, 48, 16, 20, 1, 1, ELAN_ACT_F16, 0, 0);
+    fails += run_case<__nv_bfloat16>(2, 32, 48, 20, 1, 0, ELAN_ACT_BF16, 0, 0);
+    fails += run_case<__nv_bfloat16>(1, 16, 64, 20, 0, 1, ELAN_ACT_BF16, 0, 0);
+    fails += run_case<__half>(1, 32, 32, 10, 1, 0, ELAN_ACT_F16, 0, 0);
+    fails += run_case<__half>(1, 32, 32, 32, 0, 1, ELAN_ACT_F16, 0, 0);
+    fails += run_case<__half>(1, 32, 32, 6, 1, 1, ELAN_ACT_F16, 0, 0);
+    fails += run_case<__half>(1, 544, 960, 20, 1, 0, ELAN_ACT_F16, 0, 1);
+    fails += run_case<__half>(1, 544, 960, 20, 0, 1, ELAN_ACT_F16, 0, 1);
+    /* fp32 storage: the tf32 tensor-core kernel (KP 24, 16, 32, 8; strided and unaligned rows), then timed
+       beside the fp32 CUDA-core kernel */
+    fails += run_case<float>(2, 32, 48, 20, 0, 0, ELAN_ACT_F32, 1, 0);
+    fails += run_case<float>(2, 32, 48, 20, 1, 1, ELAN_ACT_F32, 1, 0);
+    fails += run_case<float>(1, 32, 32, 10, 1, 0, ELAN_ACT_F32, 1, 0);
+    fails += run_case<float>(1, 32, 32, 32, 0, 1, ELAN_ACT_F32, 1, 0);
+    fails += run_case<float>(1, 32, 32, 5, 1, 1, ELAN_ACT_F32, 1, 0);
+    fails += run_case<float>(1, 32, 48, 20, 1, 0, ELAN_ACT_F32, 0, 0);
+    fails += run_case<float>(1, 544, 960, 20, 1, 0, ELAN_ACT_F32, 0, 1);
+    fails += run_case<float>(1, 544, 960, 20, 1, 0, ELAN_ACT_F32, 1, 1);
+    fails += run_case<float>(1, 544, 960, 20, 0, 1, ELAN_ACT_F32, 1, 1);
     printf(fails ? "check_attn: FAILED\n" : "check_attn: all ok\n");
     return fails ? 1 : 0;
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <vector>
 
 #define CK(x)                                                                                         \
@@ -77,7 +78,17 @@ template <> inline float h2f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat16
 template <typename T> static T f2h(float v);
 template <> inline __half f2h<__half>(float v) { return __float2half_rn(v); }
 template <> inline __nv_bfloat16 f2h<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> inline float h2f<float>(float v) { return v; }
+template <> inline float f2h<float>(float v) { return v; }
 static inline float round_half(float v) { return __half2float(__float2half_rn(v)); }
+/* v rounded to tf32 as cvt.rna.tf32.f32 does (10 mantissa bits, ties away from zero; finite v) */
+static inline float round_tf32(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u = (u + 0x1000u) & 0xffffe000u;
+    memcpy(&v, &u, 4);
+    return v;
+}
 
 /* Times of `runs` calls of launch(i) after `warm` untimed ones, sorted, in ms: the events are recorded back to
    back on stream 0 with one synchronisation at the end, so no host round trip separates the launches. */

@@ -2,16 +2,25 @@
    size, the order of the layer kernels (the forward), CUDA graphs, and the benchmark hook.
 
    Order of one forward (activations NHWC over the padded image, P = n*Hp*Wp pixels; see cuda_common.h):
-     head                      in (NCHW) -> x, hb                      conv3x3.cu
+     head                      in (NCHW) -> x, hb;  B = 0              conv3x3.cu
      per block, per pair j:
-       shift(x)                -> sA          [P x C]                  lfe.cu
+       shift(x + B)            -> sA          [P x C]                  lfe.cu
        GEMM c0                 sA -> t        [P x eC]                 cuBLAS
        shift(relu(t + b0))     -> sA          [P x eC]                 lfe.cu
-       GEMM c1, beta = 1       sA -> x;  x += b1                       cuBLAS, lfe.cu
+       GEMM c1, beta = 1       sA -> x;  B += b1                       cuBLAS
        GEMM project_inp        x -> g [P x 2C] (computing) or t [P x C] (reusing)
-       attention x3 groups     q from g, v from g or t -> sA [P x C]   gmsa.cu
-       GEMM project_out, b = 1 sA -> x;  x += b                        cuBLAS, lfe.cu
+       attention x3 groups     q from g, v from g or t -> sA [P x C];  gmsa.cu
+                               project_inp's bias bin + Win B added on load
+       GEMM project_out, b = 1 sA -> x;  B += b                        cuBLAS
+     x += B                                                            lfe.cu
      tail                      x + hb -> out (NCHW, cropped)           conv3x3.cu
+   The biases of c1 and project_out are carried, not added: x holds the residual stream minus B, the sum of
+   those biases so far (a per-channel vector), and each reader of x adds B itself: the first shift while it
+   gathers, project_inp through its bias (Win (x - B) + bin + Win B; the attention adds that bias on load
+   anyway), the tail after one bias_add of the final B. B before each pair's LFE, the adjusted project_inp
+   biases and the final B are constants of the model, staged at creation (stage_model). Why: cuBLAS's SGEMM
+   has no bias epilogue, and a bias_add after each accumulating GEMM was a full read and write of x, two per
+   pair (48 in ELAN-light): 4.8 ms of a 44-54 ms forward of a 960x540 input on an H100.
    g holds the block's computing project_inp output until the block ends, so reusing GMSAs recompute the
    block's attention maps from its q (gmsa.cu says why).
    In fp16 / bf16 (the default on a GPU) a pair is 3 launches instead (fused_lfe, fused_attn, fused_pw):
@@ -24,7 +33,9 @@
    itself and runs on tensor cores (tail_mma), and the plan has no fp32 x at all; ELANSR_CUDA_TAIL=simt (and a
    shape tail_mma lacks) keeps the fp32 tail, for which x is filled from xh once before it.
    ELANSR_CUDA_FUSED_ATTN=0 puts project_inp back into its own pointwise kernel (4 launches).
-   The unfused order above stays for fp32 / tf32 and behind ELANSR_CUDA_FUSED=0.
+   The unfused order above stays for fp32 / tf32 and behind ELANSR_CUDA_FUSED=0; in the half modes it adds
+   b1 and project_out's bias to x after each GEMM instead of carrying them (B = 0 throughout), because that
+   bias_add also refreshes xh (below).
    The fused kernels (and the head) are launched with programmatic dependent launch on sm_90+ (cuda_common.h):
    each stages its weights while the previous kernel drains; ELANSR_CUDA_PDL=0 turns it off, and
    ELANSR_CUDA_PDL_ATTN=last|none overrides when the attention lets its successor launch (gmsa.cu).
@@ -87,6 +98,10 @@ typedef struct {
     int quads0, quads1;         /* the shift's taps are constant over aligned runs of 4 channels */
     dconv pin, pout;
     int computes;
+    /* carry_bias (fp32 / tf32; enqueue_forward): B, the c1 and project_out biases summed over the pairs
+       before this one, which the first shift adds back; and project_inp's bias adjusted for it, pin.b + Win B
+       with B as it is after this pair's c1 (pin.cout entries). Otherwise NULL and pin.b. */
+    const float *x_bias, *pin_b;
 } dpair;
 
 typedef struct {
@@ -128,9 +143,13 @@ typedef struct {
     int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
                                    plan then has no fp32 x at all */
+    int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
+                                   so far, which its readers add (enqueue_forward) */
+    int tf32_attn;              /* precision TF32: the attention's products on tensor cores too (gmsa.cu) */
     dblock *blocks;
     const float *sub_mean, *head_w, *head_b, *tail_w, *tail_b;
     const void *tail_wh;        /* tail_mma: fp16 copy of tail_w (elan_cuda_tail_mma_weights' layout) */
+    const float *x_bias_final;  /* carry_bias: the sum of all c1 and project_out biases, added before the tail */
     plan_t plan;
 } cuda_backend;
 
@@ -230,9 +249,25 @@ static int taps_in_quads(const int *tap, int n) {
     return 1;
 }
 
-static void stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
+/* B (double, C entries) rounded once to float into a staged array of C floats (host copy h, NULL when sizing). */
+static const float *stage_carried(stage_t *s, const double *B, int C) {
+    void *h;
+    const float *d = stage_alloc(s, (size_t)C, sizeof(float), &h);
+    if (h)
+        for (int c = 0; c < C; c++) ((float *)h)[c] = (float)B[c];
+    return d;
+}
+
+static elansr_status stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
     void *h;
     float *sm = NULL;
+    /* carry_bias: B, the c1 and project_out biases summed so far in the network's order, in double and rounded
+       once per staged copy. Only the filling pass (s->host) needs its values. */
+    double *B = NULL;
+    if (be->carry_bias && s->host) {
+        B = (double *)calloc((size_t)m->planes, sizeof(double));
+        if (!B) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory staging the weights", be->dev);
+    }
     be->sub_mean = stage_alloc(s, 12, sizeof(float), &h);
     sm = (float *)h;
     if (sm) {
@@ -254,8 +289,28 @@ static void stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
             d->pin = stage_conv(s, &b->gmsa[j].proj_in, be->act);
             d->pout = stage_conv(s, &b->gmsa[j].proj_out, be->act);
             d->computes = b->gmsa[j].computes_attn;
+            d->x_bias = NULL, d->pin_b = d->pin.b;
+            if (be->carry_bias) {
+                const int C = m->planes;
+                const elan_conv *c1 = &b->lfe[j].c1.conv, *pi = &b->gmsa[j].proj_in, *po = &b->gmsa[j].proj_out;
+                d->x_bias = stage_carried(s, B, C);
+                if (B)
+                    for (int c = 0; c < C; c++) B[c] += c1->b[c];
+                /* project_inp(x) = Win x + bin = Win (x - B) + (bin + Win B) */
+                d->pin_b = stage_alloc(s, (size_t)pi->cout, sizeof(float), &h);
+                if (B)
+                    for (int r = 0; r < pi->cout; r++) {
+                        double acc = pi->b[r];
+                        for (int c = 0; c < C; c++) acc += (double)pi->w[(size_t)r * C + c] * B[c];
+                        ((float *)h)[r] = (float)acc;
+                    }
+                if (B)
+                    for (int c = 0; c < C; c++) B[c] += po->b[c];
+            }
         }
     }
+    be->x_bias_final = be->carry_bias ? stage_carried(s, B, m->planes) : NULL;
+    free(B);
     /* Tail with add_mean folded in: out[c'] = am_b[c'] + sum_c am_w[c'][c] * tail[c], per output pixel, i.e.
        per sub-pixel ij the 3 tail channels c*s*s + ij are mixed. Rearranged to [cin][tap][out] (see conv3x3.cu). */
     const int C = m->planes, ss = m->scale * m->scale, np = elan_cuda_tail_nout_pad(m->scale);
@@ -288,6 +343,7 @@ static void stage_model(cuda_backend *be, const elan_model *m, stage_t *s) {
         be->tail_wh = stage_alloc(s, elan_cuda_tail_mma_weights_count(m->scale), 2, &h);
         if (h) elan_cuda_tail_mma_weights(tw, C, m->scale, h);
     }
+    return ELANSR_OK;
 }
 
 /* What the kernels assume about the network; a model the loader accepts but these kernels were not built for
@@ -492,20 +548,24 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 LAUNCH(elan_cuda_lfe_fused(&la, s), "fused lfe");
                 cur ^= 1;
             } else {
-                sh.in = XIN, sh.out = pl->sA, sh.tap = d->tap0, sh.bias = NULL, sh.cin = C, sh.quads = d->quads0;
+                /* x_bias: the carried B (fp32 / tf32), else NULL */
+                sh.in = XIN, sh.out = pl->sA, sh.tap = d->tap0, sh.bias = d->x_bias, sh.relu = 0, sh.cin = C;
+                sh.quads = d->quads0;
                 LAUNCH(elan_cuda_shift(&sh, s), "lfe shift 0");
                 GEMM(&d->c0, pl->sA, pl->t, 0.0f, 0, "lfe conv 0");
-                sh.in = pl->t, sh.out = pl->sA, sh.tap = d->tap1, sh.bias = d->c0.b, sh.cin = d->c0.cout, sh.quads = d->quads1;
+                sh.in = pl->t, sh.out = pl->sA, sh.tap = d->tap1, sh.bias = d->c0.b, sh.relu = 1, sh.cin = d->c0.cout;
+                sh.quads = d->quads1;
                 LAUNCH(elan_cuda_shift(&sh, s), "lfe relu+shift 1");
                 GEMM(&d->c1, pl->sA, pl->x, 1.0f, 1, "lfe conv 1");
-                LAUNCH(elan_cuda_bias_add(pl->x, d->c1.b, pl->xh[cur], be->act, C, pl->P, s), "lfe bias");
+                if (!be->carry_bias) LAUNCH(elan_cuda_bias_add(pl->x, d->c1.b, pl->xh[cur], be->act, C, pl->P, s), "lfe bias");
             }
             /* GMSA */
             elan_cuda_attn_args ats[3];
             memset(ats, 0, sizeof ats); /* x == NULL unless project_inp is fused in */
             for (int gi = 0; gi < 3; gi++) {
                 elan_cuda_attn_args &at = ats[gi];
-                at.act = be->act, at.k = k, at.ws = be->windows[gi], at.shift = b->shifted ? be->windows[gi] / 2 : 0;
+                at.act = be->act, at.tf32 = be->tf32_attn, at.k = k, at.ws = be->windows[gi];
+                at.shift = b->shifted ? be->windows[gi] / 2 : 0;
                 at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
                 at.y = act_at(be, pl->sA, gi * k), at.y_stride = C;
             }
@@ -528,7 +588,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 LAUNCH(elan_cuda_attn3(ats, s), "attention (with project_inp)");
             } else {
                 void *pin_out = d->computes ? pl->g : pl->t;
-                const float *v_bias = d->pin.b;
+                const float *v_bias = d->pin_b; /* pin.b, or adjusted for the carried B (carry_bias) */
                 if (be->fused_pw) {
                     pw.in = pl->xh[cur], pw.in_stride = C, pw.w = d->pin.w, pw.b = d->pin.b, pw.cin = C, pw.cout = d->pin.cout;
                     pw.out = pin_out, pw.out_stride = d->pin.cout, pw.x = NULL, pw.xh = NULL, pw.x_stride = 0;
@@ -536,7 +596,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                     v_bias = NULL;
                 } else {
                     GEMM(&d->pin, XIN, pin_out, 0.0f, 0, "project_inp");
-                    if (d->computes) q_bias = d->pin.b;
+                    if (d->computes) q_bias = d->pin_b;
                 }
                 for (int gi = 0; gi < 3; gi++) {
                     elan_cuda_attn_args &at = ats[gi];
@@ -558,7 +618,8 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 LAUNCH(elan_cuda_pw(&pw, s), "project_out");
             } else {
                 GEMM(&d->pout, pl->sA, pl->x, 1.0f, 1, "project_out");
-                LAUNCH(elan_cuda_bias_add(pl->x, d->pout.b, pl->xh[cur], be->act, C, pl->P, s), "project_out bias");
+                if (!be->carry_bias)
+                    LAUNCH(elan_cuda_bias_add(pl->x, d->pout.b, pl->xh[cur], be->act, C, pl->P, s), "project_out bias");
             }
         }
     }
@@ -573,6 +634,8 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
         LAUNCH(elan_cuda_tail_mma(&ta, s), "tail (tensor cores)");
     } else {
         if (be->half_x) LAUNCH(elan_cuda_to_f32(pl->xh[cur], pl->x, be->act, pl->P * C, s), "residual to fp32");
+        /* the biases carried through the body, in one pass */
+        if (be->carry_bias) LAUNCH(elan_cuda_bias_add(pl->x, be->x_bias_final, NULL, ELAN_ACT_F32, C, pl->P, s), "carried bias");
         ta.x = pl->x, ta.w = be->tail_w;
         LAUNCH(elan_cuda_tail(&ta, s), "tail");
     }
@@ -827,15 +890,24 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     const char *tl = getenv("ELANSR_CUDA_TAIL");
     be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;
 
+    /* fp32 / tf32 carry the biases of the accumulating GEMMs (enqueue_forward); the half modes' unfused path
+       keeps its bias_add after each, which also refreshes xh */
+    be->carry_bias = be->act == ELAN_ACT_F32;
+
     stage_t sg = {NULL, 0, 0};
-    stage_model(be, m, &sg);
+    elansr_status st = stage_model(be, m, &sg);
+    if (st != ELANSR_OK) return st;
     be->weights_bytes = sg.used;
     CU(cudaMalloc(&be->weights, sg.used), "cudaMalloc (weights)");
     sg.host = (char *)calloc(1, sg.used);
     if (!sg.host) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory staging the weights", be->dev);
     sg.dev = (uintptr_t)be->weights;
     sg.used = 0;
-    stage_model(be, m, &sg);
+    st = stage_model(be, m, &sg);
+    if (st != ELANSR_OK) {
+        free(sg.host);
+        return st;
+    }
     cudaError_t e = cudaMemcpyAsync(be->weights, sg.host, sg.used, cudaMemcpyHostToDevice, be->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(be->stream);
     free(sg.host);
@@ -899,6 +971,7 @@ extern "C" elansr_status elan_cuda_backend_create(const elan_model *m, const ela
               : p->precision == ELANSR_PRECISION_BF16 ? ELAN_ACT_BF16
                                                       : ELAN_ACT_F32;
     be->esz = be->act == ELAN_ACT_F32 ? 4 : 2;
+    be->tf32_attn = p->precision == ELANSR_PRECISION_TF32;
     /* ELANSR_CUDA_GRAPHS=0 launches every forward eagerly (debugging, or comparing the two paths). */
     const char *g = getenv("ELANSR_CUDA_GRAPHS");
     be->use_graph = !(g && g[0] == '0');

@@ -64,13 +64,16 @@ static inline int elan_cuda_tail_nout_pad(int scale) { return (3 * scale * scale
 /* ---- lfe.cu ---- */
 
 /* Shift gather of ShiftConv: out[p][c] = v(in[p shifted by tap[c]][c]) inside the padded image, 0 outside,
-   where v(t) = t, or max(t + bias[c], 0) when bias is given (the bias and ReLU of the previous 1x1 conv,
-   applied before the zero fill exactly as the network does). */
+   where v(t) = t without bias, t + bias[c] with bias and relu 0, max(t + bias[c], 0) with bias and relu 1.
+   Both are applied before the zero fill, exactly as the network does: relu 1 is the bias and ReLU of the
+   previous 1x1 conv (the second shift), relu 0 the biases the fp32 / tf32 forward carries instead of adding
+   them to the residual stream (the first shift; cuda_backend.cu). */
 typedef struct {
     const void *in;             /* both of type act */
     void *out;
     const unsigned char *tap;   /* cin entries, ky*3 + kx */
-    const float *bias;          /* NULL: plain shift; else bias + ReLU first */
+    const float *bias;          /* NULL: plain shift; else bias[c] added first */
+    int relu;                   /* with bias: 1 for ReLU after the bias, 0 for none */
     int act;
     int quads;                  /* 1: cin % 4 == 0 and every aligned run of 4 channels shares one tap, so a
                                    thread moves 4 channels (16 or 8 bytes) at once */
@@ -133,6 +136,8 @@ typedef struct {
     const float *v_bias;
     void *y;
     int act;
+    int tf32;                   /* act fp32: 1 to run QQ^T and AV on tensor cores in tf32 (precision TF32),
+                                   0 for fp32 on CUDA cores */
     int q_stride, v_stride, y_stride;
     int k, ws, shift;
     int n, Hp, Wp;
@@ -171,8 +176,9 @@ cudaError_t elan_cuda_tail_mma_prepare(int C, int scale, int act);
 cudaError_t elan_cuda_tail_mma(const elan_cuda_tail_args *a, cudaStream_t s);
 
 cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
-/* x[p][c] += b[c] over pixels*C elements (bias of a 1x1 conv whose GEMM accumulated into x with beta = 1);
-   when xh is not NULL, also xh = x converted to act (fp16 saturating at +-65504). */
+/* x[p][c] += b[c] over pixels*C elements: the bias of a 1x1 conv whose GEMM accumulated into x with beta = 1
+   (the half modes' unfused path), or, once before the tail, the biases the fp32 / tf32 forward carried; when xh
+   is not NULL, also xh = x converted to act (fp16 saturating at +-65504). */
 cudaError_t elan_cuda_bias_add(float *x, const float *b, void *xh, int act, int C, long long pixels, cudaStream_t s);
 /* x[e] = xh[e] for count elements (act fp16 or bf16): the half residual stream back to fp32 for the fp32 tail
    (ELANSR_CUDA_TAIL=simt, or a shape elan_cuda_tail_mma lacks). */

@@ -1,9 +1,11 @@
 /* gmsa.cu — the attention inside GMSA: for every ws x ws window of one channel group,
    A = softmax_rows(q q^T) (no scaling, keys are the queries) and y = A v. In fp32 / tf32 project_inp and
    project_out are cuBLAS GEMMs in cuda_backend.cu; in the half modes project_inp runs inside the tensor-core
-   kernel below (attn_project) and project_out in pointwise.cu.
+   kernel below (attn_project) and project_out in pointwise.cu. Three kernels: the fp32 CUDA-core one first
+   (precision fp32, and any shape), the fp16 / bf16 tensor-core one (mma.sync m16n8k16), and its tf32 sibling at
+   the end (precision tf32, fp32 storage, mma.sync m16n8k8.tf32).
 
-   Shape of the work: a window has T = ws^2 tokens (16, 64, 256) with k channels each (20 in ELAN-light). A
+   Shape of the work (CUDA-core kernel): a window has T = ws^2 tokens (16, 64, 256) with k channels each (20 in ELAN-light). A
    block of 256 threads holds 256 tokens — 256/T whole windows — and each thread owns one token: it loads its
    own q and v rows (contiguous channels in NHWC, bias of project_inp added on the way), keeps q in registers,
    publishes q and v to shared memory, and after one barrier computes its output row alone. The row of A is
@@ -901,6 +903,249 @@ static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t
     return NULL;
 }
 
+/* ---- tensor-core attention in tf32 (precision TF32, fp32 storage) ----
+
+   The same windows and token -> pixel map as the half kernel: a CTA is one 16 x 16 region (256 tokens, whole
+   windows), grid (regions across, regions down, images). Each thread stages its token: q + bias and v + bias in
+   fp32, rounded once to tf32 (cvt.rna), q into Q [token][KS] and v transposed into Vt [channel][VS]. Each warp
+   then owns 32 query rows (two m16 tiles of one window; two windows for ws 4) and walks their window's keys 16
+   at a time with mma.sync m16n8k8.tf32:
+     S (16 x 16) = Q_tile K^T    KP / 8 k8 steps per n8 tile of keys; the keys are the window's own q rows
+     online softmax              row max over the quad (shuffles), exp2 in fp32, P rounded to tf32
+     O (16 x KP) += P V          one k8 step per 8 keys
+   and divides O by the row sums (of the rounded P, so that the weights it applied sum to 1) at the end.
+
+   A tf32 fragment holds one element per register, A's columns t and t + 4 (mma.h). A k8 step sums over its 8
+   columns, so any permutation of them that A and B share leaves the product unchanged; here logical column t is
+   channel (or key) 2t and column t + 4 is 2t + 1. Then every A and B fragment pair is one 8-byte shared load,
+   and S's accumulator (c0, c1 = S[g][2t..2t+1], c2, c3 the same of row g + 8) is P's A fragment register for
+   register (a0 = c0, a2 = c1, a1 = c2, a3 = c3). V is stored transposed for the same reason: B of P V is
+   (key 2t, 2t + 1) of one channel, contiguous in Vt. KS and VS are 8 or 24 mod 32 words: the four rows (g) of
+   a half-warp's 8-byte loads fall on four different 8-bank segments, conflict-free.
+
+   Compiled for KP = k rounded up to 8, KP <= 32 (ELAN-light: k = 20, KP = 24); zero channels past k. */
+#define ATTN_TF32_MAXKP 32
+
+template <int KP>
+struct attn_tf32_shape {
+    static constexpr int K8 = KP / 8;
+    static constexpr int KS = (KP % 32 == 8 || KP % 32 == 24) ? KP : KP + 8; /* Q row stride (words) */
+    static constexpr int VS = ATTN_TOK + 8;                                  /* Vt row stride (words) */
+    static constexpr size_t SMEM = ((size_t)ATTN_TOK * KS + (size_t)KP * VS) * sizeof(float);
+};
+
+/* Pixel of token tok of this CTA's region (window-major: tok = window * ws^2 + row * ws + column). */
+template <int WS>
+static __device__ __forceinline__ long long attn_tf32_pixel(const elan_cuda_attn_args &a, int tok) {
+    constexpr int T = WS * WS, SUB = ATTN_REGION / WS;
+    const int w = tok / T, i = tok % T;
+    int py = (int)blockIdx.y * ATTN_REGION + (w / SUB) * WS + i / WS + a.shift;
+    int px = (int)blockIdx.x * ATTN_REGION + (w % SUB) * WS + i % WS + a.shift;
+    if (py >= a.Hp) py -= a.Hp;
+    if (px >= a.Wp) px -= a.Wp;
+    return ((long long)blockIdx.z * a.Hp + py) * a.Wp + px;
+}
+
+/* CTAs per SM the register budget is set for: 2 (128 registers; k = 20 needs ~100) */
+#ifndef ATTN_TF32_MIN_CTAS
+#define ATTN_TF32_MIN_CTAS 2
+#endif
+
+template <int WS, int KP>
+static __global__ void __launch_bounds__(ATTN_TOK, ATTN_TF32_MIN_CTAS) attn_tf32_kernel(elan_cuda_attn_args a, int vec4) {
+    typedef attn_tf32_shape<KP> S;
+    constexpr int T = WS * WS, K8 = S::K8, KS = S::KS, VS = S::VS;
+    constexpr int STEPS = T >= 16 ? T / 16 : 1;
+    constexpr float L2E = 1.4426950408889634f;
+    extern __shared__ float4 smem4[];
+    float *sq = (float *)smem4;  /* [ATTN_TOK][KS] */
+    float *svt = sq + ATTN_TOK * KS; /* [KP][VS] */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int K = a.k;
+
+    /* stage this thread's token */
+    {
+        const long long p = attn_tf32_pixel<WS>(a, tid);
+        const float *q = (const float *)a.q + p * a.q_stride, *v = (const float *)a.v + p * a.v_stride;
+        float *qs = sq + tid * KS;
+        if (vec4) {
+#pragma unroll
+            for (int c = 0; c < KP / 4; c++) {
+                float4 qv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = qv;
+                if (4 * c < K) {
+                    qv = *(const float4 *)(q + 4 * c);
+                    vv = *(const float4 *)(v + 4 * c);
+                    if (a.q_bias) {
+                        const float4 b = *(const float4 *)(a.q_bias + 4 * c);
+                        qv.x += b.x, qv.y += b.y, qv.z += b.z, qv.w += b.w;
+                    }
+                    if (a.v_bias) {
+                        const float4 b = *(const float4 *)(a.v_bias + 4 * c);
+                        vv.x += b.x, vv.y += b.y, vv.z += b.z, vv.w += b.w;
+                    }
+                }
+                *(uint4 *)(qs + 4 * c) = make_uint4(elan_tf32(qv.x), elan_tf32(qv.y), elan_tf32(qv.z), elan_tf32(qv.w));
+                svt[(4 * c) * VS + tid] = __uint_as_float(elan_tf32(vv.x));
+                svt[(4 * c + 1) * VS + tid] = __uint_as_float(elan_tf32(vv.y));
+                svt[(4 * c + 2) * VS + tid] = __uint_as_float(elan_tf32(vv.z));
+                svt[(4 * c + 3) * VS + tid] = __uint_as_float(elan_tf32(vv.w));
+            }
+        } else {
+            for (int c = 0; c < KP; c++) {
+                float qv = 0.0f, vv = 0.0f;
+                if (c < K) {
+                    qv = q[c] + (a.q_bias ? a.q_bias[c] : 0.0f);
+                    vv = v[c] + (a.v_bias ? a.v_bias[c] : 0.0f);
+                }
+                qs[c] = __uint_as_float(elan_tf32(qv));
+                svt[c * VS + tid] = __uint_as_float(elan_tf32(vv));
+            }
+        }
+    }
+    __syncthreads();
+
+    const int r0 = warp * 32; /* the warp's first query row (token) */
+    /* first key of each m16 tile's window: the same for both tiles unless ws = 4 (a window per tile) */
+    const int kb[2] = {(r0 / T) * T, ((r0 + 16) / T) * T};
+    unsigned qa[2][K8][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int ks = 0; ks < K8; ks++) {
+            const float *r = sq + (r0 + mt * 16 + g) * KS + ks * 8 + 2 * t;
+            const float2 lo = *(const float2 *)r, hi = *(const float2 *)(r + 8 * KS);
+            qa[mt][ks][0] = __float_as_uint(lo.x), qa[mt][ks][2] = __float_as_uint(lo.y);
+            qa[mt][ks][1] = __float_as_uint(hi.x), qa[mt][ks][3] = __float_as_uint(hi.y);
+        }
+
+    float o[2][K8][4], mrow[2][2], lrow[2][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int ct = 0; ct < K8; ct++) o[mt][ct][0] = o[mt][ct][1] = o[mt][ct][2] = o[mt][ct][3] = 0.0f;
+        mrow[mt][0] = mrow[mt][1] = -INFINITY;
+        lrow[mt][0] = lrow[mt][1] = 0.0f;
+    }
+
+#pragma unroll 1
+    for (int st = 0; st < STEPS; st++) {
+        float s[2][2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
+        /* S = Q K^T: B[k][n] = q[key n][channel k] */
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int ks = 0; ks < K8; ks++) {
+                if (WS == 4) {
+#pragma unroll
+                    for (int mt = 0; mt < 2; mt++) {
+                        const float2 bv = *(const float2 *)(sq + (kb[mt] + nt * 8 + g) * KS + ks * 8 + 2 * t);
+                        const unsigned b[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+                        elan_mma_tf32(s[mt][nt], qa[mt][ks], b);
+                    }
+                } else {
+                    const float2 bv = *(const float2 *)(sq + (kb[0] + st * 16 + nt * 8 + g) * KS + ks * 8 + 2 * t);
+                    const unsigned b[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+                    elan_mma_tf32(s[0][nt], qa[0][ks], b);
+                    elan_mma_tf32(s[1][nt], qa[1][ks], b);
+                }
+            }
+        /* online softmax; P (tf32) replaces S in place */
+        unsigned pa[2][2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float mx = fmaxf(fmaxf(s[mt][0][2 * h], s[mt][0][2 * h + 1]), fmaxf(s[mt][1][2 * h], s[mt][1][2 * h + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mn = fmaxf(mrow[mt][h], mx);
+                const float sc = elan_exp2((mrow[mt][h] - mn) * L2E); /* 0 on the first step (m = -inf) */
+                mrow[mt][h] = mn;
+                float l = lrow[mt][h] * sc;
+#pragma unroll
+                for (int ct = 0; ct < K8; ct++) o[mt][ct][2 * h] *= sc, o[mt][ct][2 * h + 1] *= sc;
+                const float ml = mn * L2E;
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const unsigned pv = elan_tf32(elan_exp2(fmaf(s[mt][nt][2 * h + e], L2E, -ml)));
+                        pa[mt][nt][2 * h + e] = pv;
+                        l += __uint_as_float(pv);
+                    }
+                lrow[mt][h] = l;
+            }
+        /* O += P V: A = P (a0 = c0, a1 = c2, a2 = c1, a3 = c3), B[k][n] = v[key k][channel n] from Vt */
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                const unsigned af[4] = {pa[mt][nt][0], pa[mt][nt][2], pa[mt][nt][1], pa[mt][nt][3]};
+                const int key = (WS == 4 ? kb[mt] : kb[0] + st * 16) + nt * 8 + 2 * t;
+#pragma unroll
+                for (int ct = 0; ct < K8; ct++) {
+                    const float2 bv = *(const float2 *)(svt + (ct * 8 + g) * VS + key);
+                    const unsigned b[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+                    elan_mma_tf32(o[mt][ct], af, b);
+                }
+            }
+    }
+
+    /* y = O / l, straight from the accumulators: lane (g, t) has channels 8 ct + 2t, + 1 of rows g and g + 8 */
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float l = lrow[mt][h];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = 1.0f / l;
+            float *y = (float *)a.y + attn_tf32_pixel<WS>(a, r0 + mt * 16 + g + 8 * h) * a.y_stride;
+#pragma unroll
+            for (int ct = 0; ct < K8; ct++) {
+                const int c = ct * 8 + 2 * t;
+                const float y0 = o[mt][ct][2 * h] * inv, y1 = o[mt][ct][2 * h + 1] * inv;
+                if (vec4) {
+                    if (c < K) *(float2 *)(y + c) = make_float2(y0, y1);
+                } else {
+                    if (c < K) y[c] = y0;
+                    if (c + 1 < K) y[c + 1] = y1;
+                }
+            }
+        }
+}
+
+/* The tf32 kernel for (k, ws), or NULL: act fp32 with tf32 asked for, k <= 32, ws 4, 8 or 16 (a window must
+   tile the 16 x 16 region), not ELANSR_CUDA_ATTN=simt. */
+typedef void (*attn_tf32_fn)(elan_cuda_attn_args, int);
+
+template <int KP>
+static attn_tf32_fn attn_tf32_entry(int ws, size_t *smem) {
+    *smem = attn_tf32_shape<KP>::SMEM;
+    if (ws == 4) return attn_tf32_kernel<4, KP>;
+    if (ws == 8) return attn_tf32_kernel<8, KP>;
+    if (ws == 16) return attn_tf32_kernel<16, KP>;
+    return NULL;
+}
+
+static attn_tf32_fn attn_tf32_pick(int k, int ws, size_t *smem) {
+    static int simt = -1;
+    if (simt < 0) {
+        const char *e = getenv("ELANSR_CUDA_ATTN");
+        simt = e && !strcmp(e, "simt");
+    }
+    if (simt || k < 1 || k > ATTN_TF32_MAXKP) return NULL;
+    const int kp = (k + 7) / 8 * 8;
+    if (kp == 8) return attn_tf32_entry<8>(ws, smem);
+    if (kp == 16) return attn_tf32_entry<16>(ws, smem);
+    if (kp == 24) return attn_tf32_entry<24>(ws, smem);
+    return attn_tf32_entry<32>(ws, smem);
+}
+
 extern "C" int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], int act) {
     size_t smem;
     return attn3_proj_pick(k, cin, ws, act, &smem) ? 0 : -1;
@@ -934,6 +1179,13 @@ extern "C" int elan_cuda_attn_supported(int k, int ws) {
 extern "C" cudaError_t elan_cuda_attn_prepare(int k, int ws, int act) {
     size_t smem;
     int wpb;
+    if (act == ELAN_ACT_F32) { /* the tf32 kernel too: the precision is not known here */
+        attn_tf32_fn ft = attn_tf32_pick(k, ws, &smem);
+        if (ft) {
+            const cudaError_t e = cudaFuncSetAttribute(ft, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            if (e != cudaSuccess) return e;
+        }
+    }
     attn_mma_fn fm = attn_mma_pick(k, ws, act, &smem);
     if (fm) return cudaFuncSetAttribute(fm, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attn_fn f = attn_pick(k, ws, act, &smem, &wpb);
@@ -946,6 +1198,18 @@ static int aligned(const void *ptr, size_t to) { return ((size_t)ptr & (to - 1))
 extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s) {
     size_t smem;
     int wpb;
+    attn_tf32_fn ft = a->act == ELAN_ACT_F32 && a->tf32 && a->Hp % ATTN_REGION == 0 && a->Wp % ATTN_REGION == 0
+                          ? attn_tf32_pick(a->k, a->ws, &smem)
+                          : NULL;
+    if (ft) {
+        const int vec4 = a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 &&
+                         aligned(a->q, 16) && aligned(a->v, 16) && aligned(a->y, 16) && aligned(a->q_bias, 16) &&
+                         aligned(a->v_bias, 16);
+        const dim3 grid(a->Wp / ATTN_REGION, a->Hp / ATTN_REGION, a->n);
+        if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+        ft<<<grid, ATTN_TOK, smem, s>>>(*a, vec4);
+        return cudaGetLastError();
+    }
     attn_mma_fn fm = attn_mma_pick(a->k, a->ws, a->act, &smem);
     if (fm) {
         const int vec4 = a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 &&

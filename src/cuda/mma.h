@@ -1,5 +1,6 @@
 /* mma.h — the warp-level tensor-core primitives the fused kernels share: mma.sync m16n8k16 with fp32
-   accumulation (fp16 or bf16 inputs), ldmatrix, and packing two floats into one 32-bit register of halves.
+   accumulation (fp16 or bf16 inputs), m16n8k8 in tf32, ldmatrix, and packing two floats into one 32-bit
+   register of halves.
 
    Fragment layout of mma.m16n8k16 (PTX ISA, "Matrix fragments for mma.m16n8k16"), with g = lane / 4 and
    t = lane % 4:
@@ -50,6 +51,24 @@ __device__ __forceinline__ void elan_mma1688<__nv_bfloat16>(float d[4], const un
     asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+
+/* D = A * B + D, m16n8k8 with tf32 inputs and fp32 accumulation (precision TF32). Each register holds one fp32
+   bit pattern, of which the tensor core reads the tf32 part (sign, exponent, 10 mantissa bits): round it first
+   with elan_tf32. Layout (PTX ISA, "m16n8k8 .tf32"): a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4],
+   a3 = A[g+8][t+4]; b0 = B[t][g], b1 = B[t+4][g]; C/D as for m16n8k16. */
+static __device__ __forceinline__ void elan_mma_tf32(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* x rounded to tf32 (to nearest, ties away from zero: cvt.rna), as an fp32 bit pattern with 13 zero low bits. */
+static __device__ __forceinline__ unsigned elan_tf32(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
 }
 
 static __device__ __forceinline__ unsigned elan_smem_addr(const void *p) {
