@@ -207,7 +207,8 @@ int elan_cuda_attn_supported(int k, int ws);
 /* Raises the dynamic shared-memory limit of the attention kernel for (k, ws, act); once, at creation. */
 cudaError_t elan_cuda_attn_prepare(int k, int ws, int act);
 cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s);
-/* The three groups of a GMSA in one launch (fp16/bf16, windows exactly 4, 8, 16, same k and image): 0 / -1. */
+/* The three groups of a GMSA in one launch (fp16/bf16, or fp32 storage with tf32 set; windows exactly 4, 8, 16,
+   same k and image): 0 / -1. In fp32 without tf32, elan_cuda_attn3 runs elan_cuda_attn once per group. */
 int elan_cuda_attn3_supported(int k, const int ws[3], int act);
 cudaError_t elan_cuda_attn3_prepare(int k, const int ws[3], int act);
 cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s);

@@ -934,16 +934,16 @@ struct attn_tf32_shape {
     static constexpr size_t SMEM = ((size_t)ATTN_TOK * KS + (size_t)KP * VS) * sizeof(float);
 };
 
-/* Pixel of token tok of this CTA's region (window-major: tok = window * ws^2 + row * ws + column). */
+/* Pixel of token tok of region (rx, ry) of image img (window-major: tok = window * ws^2 + row * ws + column). */
 template <int WS>
-static __device__ __forceinline__ long long attn_tf32_pixel(const elan_cuda_attn_args &a, int tok) {
+static __device__ __forceinline__ long long attn_tf32_pixel(const elan_cuda_attn_args &a, int tok, int rx, int ry, int img) {
     constexpr int T = WS * WS, SUB = ATTN_REGION / WS;
     const int w = tok / T, i = tok % T;
-    int py = (int)blockIdx.y * ATTN_REGION + (w / SUB) * WS + i / WS + a.shift;
-    int px = (int)blockIdx.x * ATTN_REGION + (w % SUB) * WS + i % WS + a.shift;
+    int py = ry * ATTN_REGION + (w / SUB) * WS + i / WS + a.shift;
+    int px = rx * ATTN_REGION + (w % SUB) * WS + i % WS + a.shift;
     if (py >= a.Hp) py -= a.Hp;
     if (px >= a.Wp) px -= a.Wp;
-    return ((long long)blockIdx.z * a.Hp + py) * a.Wp + px;
+    return ((long long)img * a.Hp + py) * a.Wp + px;
 }
 
 /* CTAs per SM the register budget is set for: 2 (128 registers; k = 20 needs ~100) */
@@ -952,7 +952,7 @@ static __device__ __forceinline__ long long attn_tf32_pixel(const elan_cuda_attn
 #endif
 
 template <int WS, int KP>
-static __global__ void __launch_bounds__(ATTN_TOK, ATTN_TF32_MIN_CTAS) attn_tf32_kernel(elan_cuda_attn_args a, int vec4) {
+static __device__ __forceinline__ void attn_tf32_body(const elan_cuda_attn_args &a, int vec4, int rx, int ry, int img) {
     typedef attn_tf32_shape<KP> S;
     constexpr int T = WS * WS, K8 = S::K8, KS = S::KS, VS = S::VS;
     constexpr int STEPS = T >= 16 ? T / 16 : 1;
@@ -963,32 +963,32 @@ static __global__ void __launch_bounds__(ATTN_TOK, ATTN_TF32_MIN_CTAS) attn_tf32
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     const int K = a.k;
 
-    /* stage this thread's token */
+    /* stage this thread's token: every load first (one memory latency per CTA, not one per piece), then the
+       sums, the rounding and the stores */
     {
-        const long long p = attn_tf32_pixel<WS>(a, tid);
+        const long long p = attn_tf32_pixel<WS>(a, tid, rx, ry, img);
         const float *q = (const float *)a.q + p * a.q_stride, *v = (const float *)a.v + p * a.v_stride;
         float *qs = sq + tid * KS;
         if (vec4) {
+            const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float4 qv[KP / 4], vv[KP / 4], qb[KP / 4], vb[KP / 4];
 #pragma unroll
             for (int c = 0; c < KP / 4; c++) {
-                float4 qv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = qv;
-                if (4 * c < K) {
-                    qv = *(const float4 *)(q + 4 * c);
-                    vv = *(const float4 *)(v + 4 * c);
-                    if (a.q_bias) {
-                        const float4 b = *(const float4 *)(a.q_bias + 4 * c);
-                        qv.x += b.x, qv.y += b.y, qv.z += b.z, qv.w += b.w;
-                    }
-                    if (a.v_bias) {
-                        const float4 b = *(const float4 *)(a.v_bias + 4 * c);
-                        vv.x += b.x, vv.y += b.y, vv.z += b.z, vv.w += b.w;
-                    }
-                }
-                *(uint4 *)(qs + 4 * c) = make_uint4(elan_tf32(qv.x), elan_tf32(qv.y), elan_tf32(qv.z), elan_tf32(qv.w));
-                svt[(4 * c) * VS + tid] = __uint_as_float(elan_tf32(vv.x));
-                svt[(4 * c + 1) * VS + tid] = __uint_as_float(elan_tf32(vv.y));
-                svt[(4 * c + 2) * VS + tid] = __uint_as_float(elan_tf32(vv.z));
-                svt[(4 * c + 3) * VS + tid] = __uint_as_float(elan_tf32(vv.w));
+                const bool in = 4 * c < K;
+                qv[c] = in ? __ldg((const float4 *)(q + 4 * c)) : z;
+                vv[c] = in ? __ldg((const float4 *)(v + 4 * c)) : z;
+                qb[c] = in && a.q_bias ? __ldg((const float4 *)(a.q_bias + 4 * c)) : z;
+                vb[c] = in && a.v_bias ? __ldg((const float4 *)(a.v_bias + 4 * c)) : z;
+            }
+#pragma unroll
+            for (int c = 0; c < KP / 4; c++) {
+                const float4 qq = make_float4(qv[c].x + qb[c].x, qv[c].y + qb[c].y, qv[c].z + qb[c].z, qv[c].w + qb[c].w);
+                const float4 vv4 = make_float4(vv[c].x + vb[c].x, vv[c].y + vb[c].y, vv[c].z + vb[c].z, vv[c].w + vb[c].w);
+                *(uint4 *)(qs + 4 * c) = make_uint4(elan_tf32(qq.x), elan_tf32(qq.y), elan_tf32(qq.z), elan_tf32(qq.w));
+                svt[(4 * c) * VS + tid] = __uint_as_float(elan_tf32(vv4.x));
+                svt[(4 * c + 1) * VS + tid] = __uint_as_float(elan_tf32(vv4.y));
+                svt[(4 * c + 2) * VS + tid] = __uint_as_float(elan_tf32(vv4.z));
+                svt[(4 * c + 3) * VS + tid] = __uint_as_float(elan_tf32(vv4.w));
             }
         } else {
             for (int c = 0; c < KP; c++) {
@@ -1104,7 +1104,7 @@ static __global__ void __launch_bounds__(ATTN_TOK, ATTN_TF32_MIN_CTAS) attn_tf32
             l += __shfl_xor_sync(0xffffffffu, l, 1);
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             const float inv = 1.0f / l;
-            float *y = (float *)a.y + attn_tf32_pixel<WS>(a, r0 + mt * 16 + g + 8 * h) * a.y_stride;
+            float *y = (float *)a.y + attn_tf32_pixel<WS>(a, r0 + mt * 16 + g + 8 * h, rx, ry, img) * a.y_stride;
 #pragma unroll
             for (int ct = 0; ct < K8; ct++) {
                 const int c = ct * 8 + 2 * t;
@@ -1117,6 +1117,26 @@ static __global__ void __launch_bounds__(ATTN_TOK, ATTN_TF32_MIN_CTAS) attn_tf32
                 }
             }
         }
+}
+
+/* One group per launch: grid (regions across, regions down, images). */
+template <int WS, int KP>
+static __global__ void __launch_bounds__(ATTN_TOK, ATTN_TF32_MIN_CTAS) attn_tf32_kernel(elan_cuda_attn_args a, int vec4) {
+    attn_tf32_body<WS, KP>(a, vec4, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+/* ELAN's three groups (windows 4, 8, 16) in one launch, CTAs interleaved as in attn3_kernel: CTA (3 rx + gi, ry,
+   img) does group gi of region (rx, ry). The small windows' CTAs (mostly loads and stores) then run beside the
+   ws 16 ones (mostly mma and exp) instead of in launches of their own. */
+template <int KP>
+static __global__ void __launch_bounds__(ATTN_TOK, ATTN_TF32_MIN_CTAS) attn3_tf32_kernel(attn3_args a, int vec4) {
+    const int gi = blockIdx.x % 3, rx = blockIdx.x / 3;
+    if (gi == 0)
+        attn_tf32_body<4, KP>(a.g[0], vec4, rx, blockIdx.y, blockIdx.z);
+    else if (gi == 1)
+        attn_tf32_body<8, KP>(a.g[1], vec4, rx, blockIdx.y, blockIdx.z);
+    else
+        attn_tf32_body<16, KP>(a.g[2], vec4, rx, blockIdx.y, blockIdx.z);
 }
 
 /* The tf32 kernel for (k, ws), or NULL: act fp32 with tf32 asked for, k <= 32, ws 4, 8 or 16 (a window must
@@ -1146,6 +1166,16 @@ static attn_tf32_fn attn_tf32_pick(int k, int ws, size_t *smem) {
     return attn_tf32_entry<32>(ws, smem);
 }
 
+/* The three-group tf32 kernel for windows exactly 4, 8, 16, or NULL. */
+static attn3_fn attn3_tf32_pick(int k, const int ws[3], size_t *smem) {
+    if (ws[0] != 4 || ws[1] != 8 || ws[2] != 16 || !attn_tf32_pick(k, 16, smem)) return NULL;
+    const int kp = (k + 7) / 8 * 8;
+    if (kp == 8) return attn3_tf32_kernel<8>;
+    if (kp == 16) return attn3_tf32_kernel<16>;
+    if (kp == 24) return attn3_tf32_kernel<24>;
+    return attn3_tf32_kernel<32>;
+}
+
 extern "C" int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], int act) {
     size_t smem;
     return attn3_proj_pick(k, cin, ws, act, &smem) ? 0 : -1;
@@ -1158,14 +1188,16 @@ extern "C" cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws
     return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
+/* fp32 storage: the three-group launch exists in tf32 only; without tf32 elan_cuda_attn3 runs the CUDA-core
+   kernel once per group. */
 extern "C" int elan_cuda_attn3_supported(int k, const int ws[3], int act) {
     size_t smem;
-    return attn3_pick(k, ws, act, &smem) ? 0 : -1;
+    return (act == ELAN_ACT_F32 ? attn3_tf32_pick(k, ws, &smem) : attn3_pick(k, ws, act, &smem)) ? 0 : -1;
 }
 
 extern "C" cudaError_t elan_cuda_attn3_prepare(int k, const int ws[3], int act) {
     size_t smem;
-    attn3_fn f = attn3_pick(k, ws, act, &smem);
+    attn3_fn f = act == ELAN_ACT_F32 ? attn3_tf32_pick(k, ws, &smem) : attn3_pick(k, ws, act, &smem);
     if (!f) return cudaErrorInvalidValue;
     return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
@@ -1235,6 +1267,33 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
     size_t smem;
     const int ws[3] = {a[0].ws, a[1].ws, a[2].ws};
     const bool proj = a[0].x != NULL;
+    if (a[0].act == ELAN_ACT_F32) {
+        attn3_fn ft = a[0].tf32 && !proj ? attn3_tf32_pick(a[0].k, ws, &smem) : NULL;
+        int vec4 = 1;
+        for (int i = 0; i < 3 && ft; i++) {
+            if (a[i].k != a[0].k || a[i].act != a[0].act || !a[i].tf32 || a[i].n != a[0].n || a[i].Hp != a[0].Hp ||
+                a[i].Wp != a[0].Wp || a[i].x || a[i].Hp % ATTN_REGION || a[i].Wp % ATTN_REGION)
+                return cudaErrorInvalidValue;
+            vec4 = vec4 && a[i].k % 4 == 0 && a[i].q_stride % 4 == 0 && a[i].v_stride % 4 == 0 && a[i].y_stride % 4 == 0 &&
+                   aligned(a[i].q, 16) && aligned(a[i].v, 16) && aligned(a[i].y, 16) && aligned(a[i].q_bias, 16) &&
+                   aligned(a[i].v_bias, 16);
+        }
+        if (!ft) { /* fp32 on CUDA cores (or a shape the tf32 kernel lacks): a launch per group */
+            if (proj) return cudaErrorInvalidValue;
+            for (int i = 0; i < 3; i++) {
+                const cudaError_t e = elan_cuda_attn(&a[i], s);
+                if (e != cudaSuccess) return e;
+            }
+            return cudaSuccess;
+        }
+        attn3_args g;
+        for (int i = 0; i < 3; i++) g.g[i] = a[i];
+        g.pdl_from = 0xffffffffu; /* unused: launched without programmatic dependent launch */
+        const dim3 grid(3 * (a[0].Wp / ATTN_REGION), a[0].Hp / ATTN_REGION, a[0].n);
+        if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+        ft<<<grid, ATTN_TOK, smem, s>>>(g, vec4);
+        return cudaGetLastError();
+    }
     attn3_fn f = proj ? attn3_proj_pick(a[0].k, a[0].cin, ws, a[0].act, &smem) : attn3_pick(a[0].k, ws, a[0].act, &smem);
     if (!f) return cudaErrorInvalidValue;
     attn3_args g;
