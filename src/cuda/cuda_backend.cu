@@ -14,6 +14,8 @@
        GEMM project_out, b = 1 sA -> x;  B += b                        cuBLAS
      x += B                                                            lfe.cu
      tail                      x + hb -> out (NCHW, cropped)           conv3x3.cu
+   In tf32 each LFE is two passes instead (shift_gemm.cu), with no sA: shift(x + B) and c0 with bias and ReLU
+   -> t; shift(t) and c1 into x. The attention runs on tf32 tensor cores too (gmsa.cu).
    The biases of c1 and project_out are carried, not added: x holds the residual stream minus B, the sum of
    those biases so far (a per-channel vector), and each reader of x adds B itself: the first shift while it
    gathers, project_inp through its bias (Win (x - B) + bin + Win B; the attention adds that bias on load
@@ -145,7 +147,8 @@ typedef struct {
                                    plan then has no fp32 x at all */
     int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
                                    so far, which its readers add (enqueue_forward) */
-    int tf32_attn;              /* precision TF32: the attention's products on tensor cores too (gmsa.cu) */
+    int tf32;                   /* precision TF32: the attention (gmsa.cu) and the LFE (shift_gemm.cu) on tf32 tensor cores */
+    int shift_gemm;             /* precision TF32: each ShiftConv of LFE as one shift_gemm.cu pass (no sA) */
     dblock *blocks;
     const float *sub_mean, *head_w, *head_b, *tail_w, *tail_b;
     const void *tail_wh;        /* tail_mma: fp16 copy of tail_w (elan_cuda_tail_mma_weights' layout) */
@@ -547,6 +550,15 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 la.act = be->act, la.C = C, la.e = d->c0.cout, la.n = pl->n, la.Hp = pl->Hp, la.Wp = pl->Wp;
                 LAUNCH(elan_cuda_lfe_fused(&la, s), "fused lfe");
                 cur ^= 1;
+            } else if (be->shift_gemm && d->quads0 && d->quads1) {
+                /* tf32: shift(x + B) and conv 0 with bias and ReLU -> t; shift(t) and conv 1 into x (b1 carried) */
+                elan_cuda_shift_gemm_args sg;
+                sg.in = pl->x, sg.tap = d->tap0, sg.in_bias = d->x_bias, sg.w = (const float *)d->c0.w, sg.bias = d->c0.b;
+                sg.out = (float *)pl->t, sg.mode = 0, sg.K = C, sg.N = d->c0.cout, sg.n = pl->n, sg.Hp = pl->Hp, sg.Wp = pl->Wp;
+                LAUNCH(elan_cuda_shift_gemm(&sg, s), "lfe shift+conv 0");
+                sg.in = (const float *)pl->t, sg.tap = d->tap1, sg.in_bias = NULL, sg.w = (const float *)d->c1.w, sg.bias = NULL;
+                sg.out = pl->x, sg.mode = 1, sg.K = d->c0.cout, sg.N = C;
+                LAUNCH(elan_cuda_shift_gemm(&sg, s), "lfe shift+conv 1");
             } else {
                 /* x_bias: the carried B (fp32 / tf32), else NULL */
                 sh.in = XIN, sh.out = pl->sA, sh.tap = d->tap0, sh.bias = d->x_bias, sh.relu = 0, sh.cin = C;
@@ -564,7 +576,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
             memset(ats, 0, sizeof ats); /* x == NULL unless project_inp is fused in */
             for (int gi = 0; gi < 3; gi++) {
                 elan_cuda_attn_args &at = ats[gi];
-                at.act = be->act, at.tf32 = be->tf32_attn, at.k = k, at.ws = be->windows[gi];
+                at.act = be->act, at.tf32 = be->tf32, at.k = k, at.ws = be->windows[gi];
                 at.shift = b->shifted ? be->windows[gi] / 2 : 0;
                 at.n = pl->n, at.Hp = pl->Hp, at.Wp = pl->Wp;
                 at.y = act_at(be, pl->sA, gi * k), at.y_stride = C;
@@ -862,6 +874,8 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     /* The fused kernels exist for the half modes; ELANSR_CUDA_FUSED=0 keeps the unfused path (comparisons). */
     const char *fz = getenv("ELANSR_CUDA_FUSED");
     be->fused_lfe = be->fused_pw = be->act != ELAN_ACT_F32 && !(fz && fz[0] == '0');
+    /* tf32: the LFE's two ShiftConvs as shift_gemm.cu passes when compiled for the shapes (the same switch) */
+    be->shift_gemm = be->tf32 && !(fz && fz[0] == '0');
     be->blocks = (dblock *)calloc((size_t)m->n_blocks, sizeof(dblock));
     if (!be->blocks) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory", be->dev);
     for (int bi = 0; bi < m->n_blocks; bi++) {
@@ -875,6 +889,7 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
             if (e > be->width_s) be->width_s = e;
             if (e > be->width_t) be->width_t = e;
             if (elan_cuda_lfe_fused_supported(be->C, e)) be->fused_lfe = 0;
+            if (elan_cuda_shift_gemm_supported(be->C, e) || elan_cuda_shift_gemm_supported(e, be->C)) be->shift_gemm = 0;
             if (elan_cuda_pw_supported(be->C, b->gmsa[j].proj_in.cout) || elan_cuda_pw_supported(be->C, be->C)) be->fused_pw = 0;
         }
     }
@@ -924,12 +939,19 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
                 CU(elan_cuda_lfe_fused_prepare(be->C, m->blocks[bi].lfe[j].c0.conv.cout, be->act), "cudaFuncSetAttribute (fused lfe)");
     if (be->fused_attn) CU(elan_cuda_attn3_proj_prepare(be->k, be->C, be->windows, be->act), "cudaFuncSetAttribute (attention)");
     if (be->tail_mma) CU(elan_cuda_tail_mma_prepare(be->C, be->scale, be->act), "cudaFuncSetAttribute (tail)");
+    if (be->shift_gemm)
+        for (int bi = 0; bi < m->n_blocks; bi++)
+            for (int j = 0; j < m->blocks[bi].n_pairs; j++) {
+                const int e = m->blocks[bi].lfe[j].c0.conv.cout;
+                CU(elan_cuda_shift_gemm_prepare(be->C, e), "cudaFuncSetAttribute (shift+conv)");
+                CU(elan_cuda_shift_gemm_prepare(e, be->C), "cudaFuncSetAttribute (shift+conv)");
+            }
     if (be->fused_pw) {
         CU(elan_cuda_pw_prepare(be->C, be->C, be->act), "cudaFuncSetAttribute (pointwise)");
         CU(elan_cuda_pw_prepare(be->C, 2 * be->C, be->act), "cudaFuncSetAttribute (pointwise)");
     }
     if (p->verbose)
-        fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s%s%s%s%s\n", be->base.device_name, be->weights_bytes / MIB,
+        fprintf(stderr, "elansr: %s: %.1f MiB of weights, %s%s%s%s%s%s\n", be->base.device_name, be->weights_bytes / MIB,
                 be->half_x                 ? (be->act == ELAN_ACT_F16 ? "fp16 activations and residual stream, fp32 accumulation"
                                                                        : "bf16 activations and residual stream, fp32 accumulation")
                 : be->act == ELAN_ACT_F16  ? "fp16 activations, fp32 accumulation and residual stream"
@@ -937,7 +959,8 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
                 : math == CUBLAS_TF32_TENSOR_OP_MATH ? "tf32 GEMMs"
                                                      : "fp32",
                 be->fused_lfe ? ", fused LFE" : "", be->fused_pw ? ", fused 1x1 convs" : "",
-                be->fused_attn ? ", project_inp in the attention" : "", be->tail_mma ? ", tail on tensor cores" : "");
+                be->fused_attn ? ", project_inp in the attention" : "", be->tail_mma ? ", tail on tensor cores" : "",
+                be->shift_gemm ? ", LFE as two shift+conv passes" : "");
     return ELANSR_OK;
 }
 
@@ -971,7 +994,7 @@ extern "C" elansr_status elan_cuda_backend_create(const elan_model *m, const ela
               : p->precision == ELANSR_PRECISION_BF16 ? ELAN_ACT_BF16
                                                       : ELAN_ACT_F32;
     be->esz = be->act == ELAN_ACT_F32 ? 4 : 2;
-    be->tf32_attn = p->precision == ELANSR_PRECISION_TF32;
+    be->tf32 = p->precision == ELANSR_PRECISION_TF32;
     /* ELANSR_CUDA_GRAPHS=0 launches every forward eagerly (debugging, or comparing the two paths). */
     const char *g = getenv("ELANSR_CUDA_GRAPHS");
     be->use_graph = !(g && g[0] == '0');

@@ -81,6 +81,27 @@ typedef struct {
     long long pixels;           /* n*Hp*Wp */
 } elan_cuda_shift_args;
 
+/* ---- shift_gemm.cu (precision tf32) ----
+
+   One ShiftConv of LFE as one pass, on tf32 tensor cores, fp32 in and out:
+     s[p][k]   = in[p + d(tap[k])][k] + in_bias[k]     (0 outside the padded Hp x Wp image; in_bias may be NULL)
+     mode 0:   out[p][j] = relu(bias[j] + sum_k w[j][k] s[p][k])        (LFE's first conv: out = t)
+     mode 1:   out[p][j] += sum_k w[j][k] s[p][k] (+ bias[j] if not NULL) (LFE's second conv: out = x, in place)
+   with d(tap) = (tap / 3 - 1, tap % 3 - 1), s and w rounded to tf32, fp32 accumulation. in, out: P x K and P x N
+   NHWC, 16-byte aligned; w: [N][K] (PyTorch layout). The taps must be constant over aligned runs of 4 channels
+   (ELAN's are). out must not alias in. */
+typedef struct {
+    const float *in;
+    const unsigned char *tap;   /* K entries, 0..8 */
+    const float *in_bias;       /* K, or NULL */
+    const float *w;             /* N x K */
+    const float *bias;          /* N, or NULL in mode 1 */
+    float *out;
+    int mode;
+    int K, N;
+    int n, Hp, Wp;
+} elan_cuda_shift_gemm_args;
+
 /* ---- lfe_fused.cu (fp16 / bf16 only) ---- */
 
 /* The whole LFE in one kernel: x += c1(shift1(relu(c0(shift0(x)) + b0))) + b1, where c0/c1 are 1x1 convs
@@ -176,6 +197,11 @@ cudaError_t elan_cuda_tail_mma_prepare(int C, int scale, int act);
 cudaError_t elan_cuda_tail_mma(const elan_cuda_tail_args *a, cudaStream_t s);
 
 cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
+/* shift_gemm.cu: 0 when the kernel is compiled for (K, N) (ELAN-light: (60, 120) and (120, 60)), else -1;
+   prepare raises its dynamic shared-memory limit (once, at creation). */
+int elan_cuda_shift_gemm_supported(int K, int N);
+cudaError_t elan_cuda_shift_gemm_prepare(int K, int N);
+cudaError_t elan_cuda_shift_gemm(const elan_cuda_shift_gemm_args *a, cudaStream_t s);
 /* x[p][c] += b[c] over pixels*C elements: the bias of a 1x1 conv whose GEMM accumulated into x with beta = 1
    (the half modes' unfused path), or, once before the tail, the biases the fp32 / tf32 forward carried; when xh
    is not NULL, also xh = x converted to act (fp16 saturating at +-65504). */
