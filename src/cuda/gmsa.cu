@@ -1013,9 +1013,10 @@ static __device__ __forceinline__ void attn_tf32_body(const elan_cuda_attn_args 
 #pragma unroll
         for (int ks = 0; ks < K8; ks++) {
             const float *r = sq + (r0 + mt * 16 + g) * KS + ks * 8 + 2 * t;
-            const float2 lo = *(const float2 *)r, hi = *(const float2 *)(r + 8 * KS);
-            qa[mt][ks][0] = __float_as_uint(lo.x), qa[mt][ks][2] = __float_as_uint(lo.y);
-            qa[mt][ks][1] = __float_as_uint(hi.x), qa[mt][ks][3] = __float_as_uint(hi.y);
+            unsigned lo[2], hi[2];
+            elan_ld_tf32x2(lo, r);
+            elan_ld_tf32x2(hi, r + 8 * KS);
+            qa[mt][ks][0] = lo[0], qa[mt][ks][2] = lo[1], qa[mt][ks][1] = hi[0], qa[mt][ks][3] = hi[1];
         }
 
     float o[2][K8][4], mrow[2][2], lrow[2][2];
@@ -1042,13 +1043,13 @@ static __device__ __forceinline__ void attn_tf32_body(const elan_cuda_attn_args 
                 if (WS == 4) {
 #pragma unroll
                     for (int mt = 0; mt < 2; mt++) {
-                        const float2 bv = *(const float2 *)(sq + (kb[mt] + nt * 8 + g) * KS + ks * 8 + 2 * t);
-                        const unsigned b[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+                        unsigned b[2];
+                        elan_ld_tf32x2(b, sq + (kb[mt] + nt * 8 + g) * KS + ks * 8 + 2 * t);
                         elan_mma_tf32(s[mt][nt], qa[mt][ks], b);
                     }
                 } else {
-                    const float2 bv = *(const float2 *)(sq + (kb[0] + st * 16 + nt * 8 + g) * KS + ks * 8 + 2 * t);
-                    const unsigned b[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+                    unsigned b[2];
+                    elan_ld_tf32x2(b, sq + (kb[0] + st * 16 + nt * 8 + g) * KS + ks * 8 + 2 * t);
                     elan_mma_tf32(s[0][nt], qa[0][ks], b);
                     elan_mma_tf32(s[1][nt], qa[1][ks], b);
                 }
@@ -1088,8 +1089,8 @@ static __device__ __forceinline__ void attn_tf32_body(const elan_cuda_attn_args 
                 const int key = (WS == 4 ? kb[mt] : kb[0] + st * 16) + nt * 8 + 2 * t;
 #pragma unroll
                 for (int ct = 0; ct < K8; ct++) {
-                    const float2 bv = *(const float2 *)(svt + (ct * 8 + g) * VS + key);
-                    const unsigned b[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+                    unsigned b[2];
+                    elan_ld_tf32x2(b, svt + (ct * 8 + g) * VS + key);
                     elan_mma_tf32(o[mt][ct], af, b);
                 }
             }
@@ -1227,6 +1228,12 @@ extern "C" cudaError_t elan_cuda_attn_prepare(int k, int ws, int act) {
 
 static int aligned(const void *ptr, size_t to) { return ((size_t)ptr & (to - 1)) == 0; }
 
+/* The tf32 kernel's float4 path: k, the strides and every pointer in whole 16-byte pieces. */
+static int attn_tf32_vec4(const elan_cuda_attn_args *a) {
+    return a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 && aligned(a->q, 16) &&
+           aligned(a->v, 16) && aligned(a->y, 16) && aligned(a->q_bias, 16) && aligned(a->v_bias, 16);
+}
+
 extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s) {
     size_t smem;
     int wpb;
@@ -1234,12 +1241,9 @@ extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t
                           ? attn_tf32_pick(a->k, a->ws, &smem)
                           : NULL;
     if (ft) {
-        const int vec4 = a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 &&
-                         aligned(a->q, 16) && aligned(a->v, 16) && aligned(a->y, 16) && aligned(a->q_bias, 16) &&
-                         aligned(a->v_bias, 16);
         const dim3 grid(a->Wp / ATTN_REGION, a->Hp / ATTN_REGION, a->n);
         if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
-        ft<<<grid, ATTN_TOK, smem, s>>>(*a, vec4);
+        ft<<<grid, ATTN_TOK, smem, s>>>(*a, attn_tf32_vec4(a));
         return cudaGetLastError();
     }
     attn_mma_fn fm = attn_mma_pick(a->k, a->ws, a->act, &smem);
@@ -1274,9 +1278,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
             if (a[i].k != a[0].k || a[i].act != a[0].act || !a[i].tf32 || a[i].n != a[0].n || a[i].Hp != a[0].Hp ||
                 a[i].Wp != a[0].Wp || a[i].x || a[i].Hp % ATTN_REGION || a[i].Wp % ATTN_REGION)
                 return cudaErrorInvalidValue;
-            vec4 = vec4 && a[i].k % 4 == 0 && a[i].q_stride % 4 == 0 && a[i].v_stride % 4 == 0 && a[i].y_stride % 4 == 0 &&
-                   aligned(a[i].q, 16) && aligned(a[i].v, 16) && aligned(a[i].y, 16) && aligned(a[i].q_bias, 16) &&
-                   aligned(a[i].v_bias, 16);
+            vec4 = vec4 && attn_tf32_vec4(&a[i]);
         }
         if (!ft) { /* fp32 on CUDA cores (or a shape the tf32 kernel lacks): a launch per group */
             if (proj) return cudaErrorInvalidValue;

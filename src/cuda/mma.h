@@ -64,6 +64,14 @@ static __device__ __forceinline__ void elan_mma_tf32(float d[4], const unsigned 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+/* A tf32 fragment register pair from two consecutive floats of shared memory (already rounded), one 8-byte load:
+   with the k columns of a step permuted so that logical k = t is element 2t and t + 4 is 2t + 1 (for A and B
+   alike, which leaves the product unchanged), every pair a lane needs (a0 / a2, a1 / a3, b0 / b1) is contiguous. */
+static __device__ __forceinline__ void elan_ld_tf32x2(unsigned r[2], const float *p) {
+    const float2 v = *(const float2 *)p;
+    r[0] = __float_as_uint(v.x), r[1] = __float_as_uint(v.y);
+}
+
 /* x rounded to tf32 (to nearest, ties away from zero: cvt.rna), as an fp32 bit pattern with 13 zero low bits. */
 static __device__ __forceinline__ unsigned elan_tf32(float x) {
     unsigned r;

@@ -124,12 +124,14 @@ static __global__ void __launch_bounds__(SG_THREADS, 2) shift_gemm_kernel(elan_c
 #pragma unroll
         for (int ks = 0; ks < KP / 8; ks++) {
             const float *r = sS + (warp * 16 + g) * KS + ks * 8 + 2 * t;
-            const float2 lo = *(const float2 *)r, hi = *(const float2 *)(r + 8 * KS);
-            const unsigned af[4] = {__float_as_uint(lo.x), __float_as_uint(hi.x), __float_as_uint(lo.y), __float_as_uint(hi.y)};
+            unsigned lo[2], hi[2];
+            elan_ld_tf32x2(lo, r);
+            elan_ld_tf32x2(hi, r + 8 * KS);
+            const unsigned af[4] = {lo[0], hi[0], lo[1], hi[1]};
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) {
-                const float2 bv = *(const float2 *)(sW + (nt * 8 + g) * KS + ks * 8 + 2 * t);
-                const unsigned b[2] = {__float_as_uint(bv.x), __float_as_uint(bv.y)};
+                unsigned b[2];
+                elan_ld_tf32x2(b, sW + (nt * 8 + g) * KS + ks * 8 + 2 * t);
                 elan_mma_tf32(acc[nt], af, b);
             }
         }
