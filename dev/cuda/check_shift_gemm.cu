@@ -3,7 +3,8 @@
    tensor cores, fp32 in and out) against a double-precision CPU reference, then timed at ELAN-light's size.
 
    Checked: both modes (0: out = relu(bias + W s), overwriting; 1: out += W s (+ bias), in place), in_bias and
-   NULL, bias and NULL in mode 1, n = 1 and 2 images (the shift must zero-fill at each image's border, never read
+   NULL, bias and NULL in mode 1, out_tf32 (mode 0) and in_tf32 (mode 1, input pre-rounded: the cp.async kernel
+   without fix-up), the default cp.async kernels and the register-staged ones (ELANSR_CUDA_SHIFT_GEMM=regs), n = 1 and 2 images (the shift must zero-fill at each image's border, never read
    the neighbouring image), (K, N) = (60, 120) and (120, 60). Taps are random 0..8, one per aligned run of 4
    channels. Inputs are never zero (magnitude 0.1..4), so a dropped or misplaced term shows. Mode 0's output is
    prefilled with NaN bytes (0xff): an output the kernel does not write fails; every output is also scanned for
@@ -38,7 +39,7 @@
     } while (0)
 
 /* One case; returns 1 on failure. */
-static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bias, int use_bias, int time_it) {
+static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bias, int use_bias, int rnd, int time_it) {
     const long long P = (long long)n * Hp * Wp;
     const bool big = P > 100000;
 
@@ -46,6 +47,8 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
     std::vector<float> h_in((size_t)P * K), h_inb(K), h_w((size_t)N * K), h_b(N), h_out0((size_t)P * N);
     std::vector<unsigned char> h_tap(K);
     for (auto &v : h_in) v = rnd_mag(0.1f, 4.0f);
+    if (rnd && mode == 1) /* in_tf32: the input holds tf32 values, as the first pass leaves t */
+        for (auto &v : h_in) v = (float)round_tf32(v);
     for (int k = 0; k < K; k += 4) {
         const unsigned char t = (unsigned char)(rng_next() % 9);
         for (int j = k; j < std::min(K, k + 4); j++) h_tap[j] = t;
@@ -86,6 +89,7 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
     a.mode = mode;
     a.K = K, a.N = N;
     a.n = n, a.Hp = Hp, a.Wp = Wp;
+    a.out_tf32 = rnd && mode == 0, a.in_tf32 = rnd && mode == 1;
     CKF(elan_cuda_shift_gemm_prepare(K, N));
     CKF(elan_cuda_shift_gemm(&a, 0));
     CKF(cudaDeviceSynchronize());
@@ -94,8 +98,9 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
 
     /* reference */
     char what[160];
-    snprintf(what, sizeof what, "n=%d %dx%d K=%d N=%d mode %d in_bias %s bias %s", n, Hp, Wp, K, N, mode,
-             use_in_bias ? "yes" : "NULL", a.bias ? "yes" : "NULL");
+    snprintf(what, sizeof what, "n=%d %dx%d K=%d N=%d mode %d in_bias %s bias %s%s", n, Hp, Wp, K, N, mode,
+             use_in_bias ? "yes" : "NULL", a.bias ? "yes" : "NULL",
+             a.out_tf32 ? " out_tf32" : a.in_tf32 ? " in_tf32 (cp.async)" : "");
     std::vector<double> wt((size_t)N * K);
     for (size_t i = 0; i < wt.size(); i++) wt[i] = round_tf32(h_w[i]);
     std::vector<double> s(K);
@@ -129,6 +134,9 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
             if (mode == 0) {
                 ref = std::max(0.0, (double)h_b[j] + r);
                 tol = 1e-4 + 1e-5 * (S + fabs((double)h_b[j]));
+                /* out_tf32: the kernel rounds its fp32 sum; the two can straddle a rounding boundary: one tf32
+                   ulp (2^-10 relative) more */
+                if (a.out_tf32) ref = round_tf32((float)ref), tol += fabs(ref) * (1.0 / 1024.0);
             } else {
                 const double o = h_out0[i];
                 ref = o + r + (a.bias ? (double)h_b[j] : 0.0);
@@ -150,10 +158,20 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
            fail ? "FAIL" : "ok", what, checked, maxerr, worst, bad, nan);
 
     if (time_it && !fail) {
-        const double ms = median_ms([&]() { return elan_cuda_shift_gemm(&a, 0); });
+        /* the cp.async kernel and the register-staged one (ELANSR_CUDA_SHIFT_GEMM=regs) alternately, twice */
         double bytes = (double)P * K * 4 + (double)P * N * 4;
         if (mode == 1) bytes += (double)P * N * 4;
-        printf("time %s: median %.4f ms, %.0f GB/s effective\n", what, ms, bytes / (ms * 1e-3) / 1e9);
+        const char *prev = getenv("ELANSR_CUDA_SHIFT_GEMM");
+        for (int rep = 0; rep < 4; rep++) {
+            const int regs = rep & 1;
+            if (regs) setenv("ELANSR_CUDA_SHIFT_GEMM", "regs", 1);
+            else unsetenv("ELANSR_CUDA_SHIFT_GEMM");
+            const double ms = median_ms([&]() { return elan_cuda_shift_gemm(&a, 0); });
+            printf("time %s [%s]: median %.4f ms, %.0f GB/s effective\n", what, regs ? "regs" : "cp.async", ms,
+                   bytes / (ms * 1e-3) / 1e9);
+        }
+        if (prev) setenv("ELANSR_CUDA_SHIFT_GEMM", prev, 1);
+        else unsetenv("ELANSR_CUDA_SHIFT_GEMM");
     }
 
     CK(cudaFree(d_in));
@@ -167,13 +185,28 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
 
 int main(void) {
     int failures = 0;
-    /* n, Hp, Wp, K, N, mode, in_bias, bias (mode 1), time */
-    failures += run_case(1, 32, 48, 60, 120, 0, 1, 1, 0);
-    failures += run_case(1, 32, 48, 120, 60, 1, 1, 0, 0);
-    failures += run_case(2, 16, 32, 60, 120, 0, 0, 1, 0);
-    failures += run_case(2, 16, 32, 120, 60, 1, 1, 1, 0);
-    failures += run_case(1, 544, 960, 60, 120, 0, 1, 1, 1);
-    failures += run_case(1, 544, 960, 120, 60, 1, 1, 0, 1);
+    /* n, Hp, Wp, K, N, mode, in_bias, bias (mode 1), rnd (mode 0: out_tf32; mode 1: in_tf32, the cp.async
+       kernel), time */
+    failures += run_case(1, 32, 48, 60, 120, 0, 1, 1, 0, 0);
+    failures += run_case(1, 32, 48, 120, 60, 1, 1, 0, 0, 0);
+    failures += run_case(2, 16, 32, 60, 120, 0, 0, 1, 0, 0);
+    failures += run_case(2, 16, 32, 120, 60, 1, 1, 1, 0, 0);
+    failures += run_case(1, 32, 48, 60, 120, 0, 1, 1, 1, 0);
+    failures += run_case(2, 16, 32, 60, 120, 0, 0, 1, 1, 0);
+    failures += run_case(1, 32, 48, 120, 60, 1, 0, 0, 1, 0);
+    failures += run_case(2, 16, 32, 120, 60, 1, 0, 1, 1, 0);
+    failures += run_case(3, 48, 16, 120, 60, 1, 0, 0, 1, 0); /* tiles span image rows and images */
+    /* the small cases once more through the register-staged kernels (the reference the cp.async ones replaced) */
+    setenv("ELANSR_CUDA_SHIFT_GEMM", "regs", 1);
+    failures += run_case(1, 32, 48, 60, 120, 0, 1, 1, 0, 0);
+    failures += run_case(2, 16, 32, 120, 60, 1, 1, 1, 0, 0);
+    failures += run_case(2, 16, 32, 60, 120, 0, 0, 1, 1, 0);
+    failures += run_case(3, 48, 16, 120, 60, 1, 0, 0, 1, 0);
+    unsetenv("ELANSR_CUDA_SHIFT_GEMM");
+    failures += run_case(1, 544, 960, 60, 120, 0, 1, 1, 0, 1);
+    failures += run_case(1, 544, 960, 60, 120, 0, 1, 1, 1, 1);
+    failures += run_case(1, 544, 960, 120, 60, 1, 1, 0, 0, 1);
+    failures += run_case(1, 544, 960, 120, 60, 1, 0, 0, 1, 1);
     if (failures) {
         printf("%d case(s) failed\n", failures);
         printf("check_shift_gemm: FAILED\n");

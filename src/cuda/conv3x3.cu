@@ -17,12 +17,15 @@
    streamed through shared memory in chunks of TAIL_CC, stored channel-major so that neighbouring threads read
    neighbouring banks, and the weights are laid out [cin][tap][out] so each thread reads them as float4
    broadcasts. The tail is ~3% of the network's work; this is simple rather than fast. It stays the tail of
-   fp32 / tf32 and of the half modes with an fp32 residual stream; with the half residual stream, tail_mma (at
-   the end of this file) computes it on tensor cores. */
+   fp32 and of the half modes with an fp32 residual stream; with the half residual stream, tail_mma (below)
+   computes it on tensor cores, and in tf32, tail_tf32 (at the end of this file), which also adds the optional
+   per-channel x_bias to x while staging (this one does not: in fp32 the carried biases are added by one
+   bias_add pass before it, because an x_bias read here measured 1.26 -> 1.56 ms at 960x540 on the H100). */
 #include "cuda_common.h"
 #include "mma.h"
 
 #include <limits.h>
+#include <string.h>
 
 #define TILE 16
 #define HALO (TILE + 2)
@@ -480,4 +483,373 @@ extern "C" cudaError_t elan_cuda_tail_mma(const elan_cuda_tail_args *a, cudaStre
     if (e != cudaSuccess) return e;
     const long long grid = tiles < slots ? tiles : slots;
     return elan_launch_pdl(f, dim3((unsigned)grid), dim3(TM_THREADS), smem, s, *a);
+}
+
+/* ---- the tail on tf32 tensor cores (precision tf32: fp32 activations) ----
+
+   tail_tf32 computes the same tail as tail_kernel from the fp32 x and hb: s = (x + x_bias) + hb in fp32 (x_bias
+   per input channel, optional; s = 0 outside the padded image, x_bias included), rounded once to tf32 as it is
+   staged (elan_tf32: to nearest, ties away from zero), the weights rounded to tf32 on the host
+   (elan_cuda_tail_tf32_weights), the bias fp32. The conv is an implicit GEMM on mma.sync m16n8k8.tf32 with fp32
+   accumulators started at the bias, with the roles of tail_mma swapped: the weights are the A operand
+   (M = 3*s*s outputs padded to 16, 32 or 48: whole m16 tiles), the pixels the B operand (N = LR pixels, an n8
+   tile is 8 pixels of a tile row), K = 9 taps x 64 channels (C zero-padded), and only the ceil(C/8) k8 steps that
+   hold channels run. Epilogue: pixel shuffle and crop straight from the accumulators, streaming stores.
+
+   Error. s and w carry one rounding each of relative size <= 2^-11 (tf32 keeps 10 mantissa bits, as fp16, but
+   fp32's exponent range: nothing saturates); their products are exact in fp32 (11 x 11 significant bits), and
+   the sums are accumulated in fp32 over 9 x ceil(C/8) <= 72 mma steps. Against the fp32 tail the output then
+   differs by about 0.8 x 2^-11 x sqrt(sum (w s)^2) (two independent roundings per product; check_tail.cu).
+
+   Shape. fp32 operands are twice the bytes of fp16: the weights for x4 (9 taps x 48 outputs x 64 channels) take
+   110.6 KB and a 16 x 16 tile's 18 x 18 halo of s 83 KB, so tail_mma's two CTAs per SM (109 KB each) cannot
+   fit in the SM's 228 KB. Smaller tiles (8 x 16: two CTAs, or one CTA with a double-buffered halo) or weights
+   streamed per tap would keep the staging of one tile beside the math of another, but cost shared-memory
+   wavefronts per mma (smaller warp blocks) or L2 reads (110 KB of weights per tile). So: ONE CTA per SM, the
+   16 x 16 tile, the weights resident (x4: 189 KB of shared memory per CTA, 384 threads; x3: 153 KB, 256; x2:
+   117 KB, 256), the persistent grid and tile walk of tail_mma. With no second CTA to compute while one stages,
+   the staging is pipelined inside the CTA, along K:
+   - Layout. s sits in shared memory as k8 planes [k-step][halo pixel][8 channels] (the natural channel order:
+     logical k = t is channel 2t and t + 4 is 2t + 1, elan_ld_tf32x2's permutation), so lane (g, t) gets its
+     B register pair (pixel g, channels 2t, 2t + 1) with one 8-byte load and a warp's load is 256 contiguous
+     bytes at every tap offset: no bank conflicts. The weights sit in the A fragments' lane order
+     [tap][k-step][m16 tile][lane][4] (elan_cuda_tail_tf32_weights arranges them): one conflict-free 16-byte load
+     gives a lane its 4 A registers, in the order mma takes them. (With the pixels as A, the two 8-byte loads of
+     an A fragment arrive as (a0, a2), (a1, a3) and cost 2.4 register moves per mma: 0.286 ms instead of 0.264
+     at 960 x 540 x4, measured.)
+   - Pipeline. k-step j of a tile reads plane j only. While the CTA computes k-step j of tile i, each thread has
+     its loads of plane j of the CTA's next tile in flight (x and hb, 2 or 3 float4 pieces each); after the
+     k-step's barrier it adds x_bias, rounds and stores them into plane j, now free. A tile's staging thus runs
+     behind the previous tile's math; only a CTA's first tile is staged before any math (4 planes at a time).
+     Each tile also starts by prefetching its successor's halo (x and hb) into L2, as tail_mma does.
+   - Warps. Warp w owns tile rows 4 (w % 4) .. + 3, one m16 tile of outputs and both n8 tiles of its rows (x4:
+     12 warps, x3: 8; x2, one m16 tile: 8 warps of one n8 tile each): 32 accumulators a lane. Per k-step and kx it
+     loads the A fragments of its 3 ky taps, then walks the 6 halo rows its 4 output rows touch: the B fragment
+     of halo row r serves output row r - ky for every ky. Per (k-step, kx) a warp moves 3 A + 12 B fragments
+     (36 wavefronts) for 24 mma, 1.5 wavefronts per mma (x4, x3).
+   Measured on the H100 at 960 x 540 x4 (C = 60): 0.25 ms, against 0.15 ms for the math alone (staging switched
+   off) and 0.15 ms for the staging alone. Tried without gain: the loads one k-step further ahead (two register
+   sets, 0.29 ms), a barrier every 2 or 4 k-steps (0.26), the L2 prefetch two tiles ahead (0.29) or none (0.25),
+   8 warps of 4 rows x 8 columns x 48 outputs (0.26). Staging (32-byte runs of 240-byte pixel rows, ~20 L1
+   wavefronts per warp load) and math share the SM's load / store unit, and with 8 to 12 warps neither hides the
+   other's latency fully. x4 needs more shared memory than sm_80's 163 KB per block: elan_cuda_tail_tf32_supported
+   says so there. */
+#define TT_TILE 16
+#define TT_HALO (TT_TILE + 2)
+#define TT_HALO_N (TT_HALO * TT_HALO)
+#define TT_K ELAN_CUDA_TAIL_MMA_K                  /* channels (C zero-padded) */
+#define TT_KSTEPS (TT_K / 8)                       /* k8 planes */
+#define TT_PLANE (TT_HALO_N * 8)                   /* floats of one plane of the halo */
+#define TT_R 4                                     /* tile rows per warp */
+#define TT_ITEMS (2 * TT_HALO_N)                   /* 4-channel pieces of one plane of the halo */
+#define TT_PF_SLOTS 40                             /* 128-byte lines per halo row and tensor (37 at most) */
+
+/* m16 tiles of outputs (3*s*s rounded up to 16); per warp one m16 tile and both n8 tiles of its rows (x3, x4), or
+   the m16 tile and one n8 tile (x2, which has one m16 tile); warps: 4 row groups x the rest */
+static __host__ __device__ constexpr int tail_tf32_mt(int S) { return (3 * S * S + 15) / 16; }
+static __host__ __device__ constexpr int tail_tf32_wn(int S) { return tail_tf32_mt(S) >= 2 ? 2 : 1; }
+static __host__ __device__ constexpr int tail_tf32_threads(int S) {
+    return 32 * (TT_TILE / TT_R) * tail_tf32_mt(S) * (2 / tail_tf32_wn(S));
+}
+static constexpr size_t tail_tf32_smem(int S) {
+    return ((size_t)TT_KSTEPS * TT_PLANE + (size_t)9 * TT_KSTEPS * tail_tf32_mt(S) * 128 + 16 * tail_tf32_mt(S) + TT_K) *
+           sizeof(float);
+}
+
+/* Asks L2 for the bytes of x and hb under the halo of the tile at (img, ty0, tx0): per halo row, 40 slots of
+   128-byte lines per tensor (18 pixels of at most 64 floats: 4608 bytes from a misaligned start, 37 lines);
+   slots past a row's end do nothing. */
+template <int THREADS>
+static __device__ __forceinline__ void tail_tf32_prefetch(const float *x, const float *hb, int C, int img, int ty0,
+                                                          int tx0, int Hp, int Wp) {
+    const int p0 = max(tx0 - 1, 0), p1 = min(tx0 + TT_TILE + 1, Wp);
+    for (int i = threadIdx.x; i < TT_HALO * 2 * TT_PF_SLOTS; i += THREADS) {
+        const int py = ty0 - 1 + i / (2 * TT_PF_SLOTS), l = i % (2 * TT_PF_SLOTS);
+        if (py < 0 || py >= Hp) continue;
+        const int second = l >= TT_PF_SLOTS;
+        const char *base = (const char *)((second ? hb : x) + (((size_t)img * Hp + py) * Wp + p0) * C);
+        const size_t bytes = (size_t)(p1 - p0) * C * 4;
+        const char *line = (const char *)((size_t)base & ~(size_t)127) + (size_t)(second ? l - TT_PF_SLOTS : l) * 128;
+        if (line < base + bytes) elan_prefetch_l2(line);
+    }
+}
+
+/* Plane j (channels 8j .. 8j + 7) of the halo of the tile at (img, ty0, tx0), from x and hb into registers: piece
+   u of this thread is item i = tid + u * THREADS, channels 8j + 4 (i % 2) .. + 3 of halo pixel i / 2 (so a warp
+   reads 16 pixels' 32-byte runs). Bit q * P + u of *live: the piece of plane j + q lies inside the padded image and
+   below C (else it stays 0). NPL planes j .. j + NPL - 1 at once (those below C). */
+template <int THREADS, int NPL, int P = (TT_ITEMS + THREADS - 1) / THREADS>
+static __device__ __forceinline__ void tail_tf32_load(const elan_cuda_tail_args &a, int img, int ty0, int tx0, int j,
+                                                      float4 (&xv)[NPL][P], float4 (&hv)[NPL][P], unsigned *live) {
+    const size_t img_px = (size_t)img * a.Hp * a.Wp;
+    *live = 0;
+#pragma unroll
+    for (int u = 0; u < P; u++) {
+        const int i = (int)threadIdx.x + u * THREADS, hp = i >> 1;
+        const int py = ty0 - 1 + hp / TT_HALO, px = tx0 - 1 + hp % TT_HALO;
+        const bool in = i < TT_ITEMS && py >= 0 && py < a.Hp && px >= 0 && px < a.Wp;
+        const size_t o = (img_px + (size_t)(in ? py : 0) * a.Wp + (in ? px : 0)) * a.C + 4 * (i & 1);
+#pragma unroll
+        for (int q = 0; q < NPL; q++) {
+            const int c = 8 * (j + q) + 4 * (i & 1);
+            xv[q][u] = hv[q][u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (in && c < a.C) {
+                xv[q][u] = __ldg((const float4 *)(a.x + o + 8 * (j + q)));
+                hv[q][u] = __ldg((const float4 *)(a.hb + o + 8 * (j + q)));
+                *live |= 1u << (q * P + u);
+            }
+        }
+    }
+}
+
+/* ... then s = tf32((x + x_bias) + hb) for the live pieces, 0 for the others, into planes j .. j + NPL - 1 below
+   ksteps (item i of a plane is the 16 bytes at 4i: pixel i / 2, channels 4 (i % 2) ..). */
+template <int THREADS, int NPL, int P = (TT_ITEMS + THREADS - 1) / THREADS>
+static __device__ __forceinline__ void tail_tf32_store(float *halo, const float *xbs, int j, int ksteps,
+                                                       const float4 (&xv)[NPL][P], const float4 (&hv)[NPL][P],
+                                                       unsigned live) {
+#pragma unroll
+    for (int q = 0; q < NPL; q++) {
+        if (j + q >= ksteps) break;
+#pragma unroll
+        for (int u = 0; u < P; u++) {
+            const int i = (int)threadIdx.x + u * THREADS;
+            if (i >= TT_ITEMS) break;
+            float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (live >> (q * P + u) & 1u) {
+                const float4 b = *(const float4 *)(xbs + 8 * (j + q) + 4 * (i & 1)), x = xv[q][u], h = hv[q][u];
+                r = make_float4((x.x + b.x) + h.x, (x.y + b.y) + h.y, (x.z + b.z) + h.z, (x.w + b.w) + h.w);
+            }
+            *(uint4 *)(halo + (size_t)(j + q) * TT_PLANE + 4 * i) =
+                make_uint4(elan_tf32(r.x), elan_tf32(r.y), elan_tf32(r.z), elan_tf32(r.w));
+        }
+    }
+}
+
+template <int S>
+static __global__ void __launch_bounds__(tail_tf32_threads(S), 1) tail_tf32_kernel(elan_cuda_tail_args a) {
+    constexpr int NOUT = 3 * S * S, MT = tail_tf32_mt(S), WN = tail_tf32_wn(S), THREADS = tail_tf32_threads(S);
+    constexpr int P = (TT_ITEMS + THREADS - 1) / THREADS;
+    extern __shared__ __align__(16) float tt_smem[];
+    float *halo = tt_smem;                       /* [TT_KSTEPS][TT_HALO_N][8] */
+    float *wsm = halo + TT_KSTEPS * TT_PLANE;    /* [9][TT_KSTEPS][MT][32 lanes][4] */
+    float *bsm = wsm + 9 * TT_KSTEPS * MT * 128; /* [16 MT] */
+    float *xbs = bsm + 16 * MT;                  /* [TT_K]: x_bias, 0 past C or without one */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int C = a.C, ksteps = (C + 7) / 8;
+
+    /* the weights of the k-steps that hold channels, once; the first tile's barrier publishes them */
+    {
+        const int per_tap = ksteps * MT * 32; /* 16-byte pieces of a tap's used k-steps, contiguous */
+        for (int i = tid; i < 9 * per_tap; i += THREADS) {
+            const int tap = i / per_tap, off = tap * (TT_KSTEPS * MT * 128) + (i - tap * per_tap) * 4;
+            elan_cp_async16(wsm + off, a.wt + off, 16);
+        }
+        elan_cp_async_commit();
+    }
+    for (int i = tid; i < 16 * MT; i += THREADS) bsm[i] = i < NOUT ? a.b[i] : 0.0f;
+    for (int i = tid; i < TT_K; i += THREADS) xbs[i] = a.x_bias && i < C ? a.x_bias[i] : 0.0f;
+    __syncthreads(); /* xbs, read by the first tile's staging */
+    elan_pdl_wait(); /* x and hb of the last layer */
+
+    const int tiles_x = (a.W + TT_TILE - 1) / TT_TILE, tiles_y = (a.H + TT_TILE - 1) / TT_TILE;
+    const int ntiles = a.n * tiles_x * tiles_y; /* fits an int: checked at launch */
+    const size_t OH = (size_t)a.H * S, OW = (size_t)a.W * S;
+
+    /* the first tile, all planes, 4 planes' loads in flight at a time */
+    if ((int)blockIdx.x < ntiles) {
+        const int tile = blockIdx.x;
+        const int tx0 = tile % tiles_x * TT_TILE, ty0 = tile / tiles_x % tiles_y * TT_TILE, img = tile / tiles_x / tiles_y;
+        for (int j = 0; j < ksteps; j += 4) {
+            float4 xv[4][P], hv[4][P];
+            unsigned live;
+            tail_tf32_load<THREADS, 4>(a, img, ty0, tx0, j, xv, hv, &live);
+            tail_tf32_store<THREADS, 4>(halo, xbs, j, ksteps, xv, hv, live);
+        }
+    }
+    elan_cp_async_wait_all();
+    __syncthreads();
+
+    /* warp: tile rows TT_R rg .. + TT_R - 1, outputs 16 mt .. + 15, columns 8 cn .. 8 (cn + WN) - 1 (WN n8 tiles a
+       row). Lane addresses: B (pixels) rows are pixel g of the warp's first halo row and column, channels 2t,
+       2t + 1 of plane 0; A (weights) is this lane's 16-byte fragment piece of m16 tile mt, tap 0, k-step 0. */
+    const int rg = warp % (TT_TILE / TT_R), mt = warp / (TT_TILE / TT_R) % MT, cn = warp / (TT_TILE / TT_R) / MT * WN;
+    const float *p_lane = halo + (rg * TT_R * TT_HALO + 8 * cn + g) * 8 + 2 * t;
+    const float *w_lane = wsm + mt * 128 + lane * 4;
+
+    for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+        const int tx0 = tile % tiles_x * TT_TILE, ty0 = tile / tiles_x % tiles_y * TT_TILE;
+        const int img = tile / tiles_x / tiles_y;
+        const int nt = tile + (int)gridDim.x;
+        const bool has_next = nt < ntiles;
+        const int ntx0 = nt % tiles_x * TT_TILE, nty0 = nt / tiles_x % tiles_y * TT_TILE, nimg = nt / tiles_x / tiles_y;
+        if (has_next) tail_tf32_prefetch<THREADS>(a.x, a.hb, C, nimg, nty0, ntx0, a.Hp, a.Wp);
+
+        /* acc[m][nn]: outputs 16 mt + g (regs 0, 1) and + 8 (regs 2, 3) of pixels 8 (cn + nn) + 2t, + 1 of row m */
+        float acc[TT_R][WN][4];
+        {
+            const float b0 = bsm[16 * mt + g], b1 = bsm[16 * mt + g + 8];
+#pragma unroll
+            for (int m = 0; m < TT_R; m++)
+#pragma unroll
+                for (int nn = 0; nn < WN; nn++) acc[m][nn][0] = b0, acc[m][nn][1] = b0, acc[m][nn][2] = b1, acc[m][nn][3] = b1;
+        }
+
+#pragma unroll 1
+        for (int j = 0; j < ksteps; j++) {
+            float4 xv[1][P], hv[1][P];
+            unsigned live = 0;
+            if (has_next) tail_tf32_load<THREADS, 1>(a, nimg, nty0, ntx0, j, xv, hv, &live);
+
+            const float *pp = p_lane + j * TT_PLANE, *wp = w_lane + j * MT * 128;
+#pragma unroll
+            for (int kx = 0; kx < 3; kx++) {
+                unsigned af[3][4];
+#pragma unroll
+                for (int ky = 0; ky < 3; ky++) {
+                    const uint4 v = *(const uint4 *)(wp + (ky * 3 + kx) * TT_KSTEPS * MT * 128);
+                    af[ky][0] = v.x, af[ky][1] = v.y, af[ky][2] = v.z, af[ky][3] = v.w;
+                }
+#pragma unroll
+                for (int hr = 0; hr < TT_R + 2; hr++) {
+                    unsigned bf[WN][2];
+#pragma unroll
+                    for (int nn = 0; nn < WN; nn++) elan_ld_tf32x2(bf[nn], pp + (hr * TT_HALO + 8 * nn + kx) * 8);
+#pragma unroll
+                    for (int ky = 0; ky < 3; ky++) {
+                        const int m = hr - ky; /* halo row hr, tap row ky -> output row m */
+                        if (m < 0 || m >= TT_R) continue;
+#pragma unroll
+                        for (int nn = 0; nn < WN; nn++) elan_mma_tf32(acc[m][nn], af[ky], bf[nn]);
+                    }
+                }
+            }
+            __syncthreads(); /* every warp is done with plane j of this tile */
+            if (has_next) {
+                tail_tf32_store<THREADS, 1>(halo, xbs, j, ksteps, xv, hv, live);
+                if (ksteps == 1) __syncthreads(); /* else later k-steps' barriers publish it */
+            }
+        }
+
+        /* pixel shuffle + crop: output n = c*S*S + i*S + j of LR pixel (y, x) goes to row y*S + i, column x*S + j
+           of channel c. Even S: lanes g and g ^ 1 (lane ^ 4) swap one value, so that each holds two adjacent
+           outputs n, n + 1 (n = 16 mt + 8h + (g & ~1), same sub-pixel row) of one pixel, 2t + (g & 1): one float2
+           store; a warp's store then covers 8 pixels x S floats of each of its sub-pixel rows, whole 32-byte
+           sectors. S = 3: single floats (n, n + 1 may straddle two sub-pixel rows). */
+#pragma unroll
+        for (int m = 0; m < TT_R; m++) {
+            const int y = ty0 + rg * TT_R + m;
+            const bool row_in = y < a.H;
+            float *orow = a.out + ((size_t)img * 3 * OH + (size_t)y * S) * OW;
+#pragma unroll
+            for (int nn = 0; nn < WN; nn++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const float c0 = acc[m][nn][2 * h], c1 = acc[m][nn][2 * h + 1];
+                    const int x0 = tx0 + 8 * (cn + nn) + 2 * t;
+                    if constexpr (S % 2 == 0) {
+                        const bool odd = g & 1;
+                        const float r = __shfl_xor_sync(0xffffffffu, odd ? c0 : c1, 4);
+                        const int n = 16 * mt + 8 * h + (g & ~1), x = x0 + (g & 1);
+                        if (row_in && x < a.W && n < NOUT)
+                            __stcs((float2 *)(orow + ((size_t)(n / (S * S)) * OH + n / S % S) * OW + (size_t)x * S + n % S),
+                                   odd ? make_float2(r, c1) : make_float2(c0, r));
+                    } else {
+                        const int n = 16 * mt + 8 * h + g;
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            if (row_in && x0 + e < a.W && n < NOUT)
+                                __stcs(orow + ((size_t)(n / (S * S)) * OH + n / S % S) * OW + (size_t)(x0 + e) * S + n % S,
+                                       e ? c1 : c0);
+                    }
+                }
+        }
+    }
+}
+
+typedef void (*tail_tf32_fn)(elan_cuda_tail_args);
+
+static tail_tf32_fn tail_tf32_pick(int C, int scale, size_t *smem, int *threads) {
+    if (C < 4 || C > TT_K || C % 4) return NULL;
+    switch (scale) {
+    case 2: *smem = tail_tf32_smem(2), *threads = tail_tf32_threads(2); return tail_tf32_kernel<2>;
+    case 3: *smem = tail_tf32_smem(3), *threads = tail_tf32_threads(3); return tail_tf32_kernel<3>;
+    case 4: *smem = tail_tf32_smem(4), *threads = tail_tf32_threads(4); return tail_tf32_kernel<4>;
+    default: return NULL;
+    }
+}
+
+extern "C" int elan_cuda_tail_tf32_supported(int C, int scale) {
+    size_t smem;
+    int threads, dev = 0, optin = 0;
+    if (!tail_tf32_pick(C, scale, &smem, &threads)) return -1;
+    /* the current device must grant the shared memory (sm_90: 227 KB a block; sm_80: 163 KB, too little for x4) */
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return (size_t)optin >= smem ? 0 : -1;
+}
+
+extern "C" size_t elan_cuda_tail_tf32_weights_count(int scale) {
+    return scale >= 2 && scale <= 4 ? (size_t)9 * TT_KSTEPS * tail_tf32_mt(scale) * 128 : 0;
+}
+
+/* v rounded to tf32 as cvt.rna.tf32.f32 does: to nearest on the 13 dropped bits, ties away from zero (the carry
+   may reach the exponent, up to inf); inf and NaN kept (a NaN keeps a high mantissa bit, so it stays one). */
+static float tail_tf32_round(float v) {
+    unsigned u;
+    memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u)
+        u = (u & 0x007fffffu) ? (u | 0x00400000u) & 0xffffe000u : u;
+    else
+        u = (u + 0x1000u) & 0xffffe000u;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+/* The A fragments of mma.m16n8k8.tf32 in lane order: for tap, k-step j and m16 tile mt, lane (g, t) holds
+   a0 = W[16 mt + g][k], a1 = W[16 mt + g + 8][k], a2 = W[16 mt + g][k + 1], a3 = W[16 mt + g + 8][k + 1] with
+   k = 8j + 2t (logical k columns t and t + 4 are channels 2t and 2t + 1, as the pixels' B fragments). */
+extern "C" void elan_cuda_tail_tf32_weights(const float *w, int C, int scale, float *wt) {
+    const int nout = 3 * scale * scale, npad = elan_cuda_tail_nout_pad(scale), mts = tail_tf32_mt(scale);
+    for (int tap = 0; tap < 9; tap++)
+        for (int j = 0; j < TT_KSTEPS; j++)
+            for (int mt = 0; mt < mts; mt++)
+                for (int l = 0; l < 32; l++)
+                    for (int r = 0; r < 4; r++) {
+                        const int n = 16 * mt + l / 4 + 8 * (r & 1), k = 8 * j + 2 * (l % 4) + (r >> 1);
+                        wt[((((size_t)tap * TT_KSTEPS + j) * mts + mt) * 32 + l) * 4 + r] =
+                            n < nout && k < C ? tail_tf32_round(w[((size_t)k * 9 + tap) * npad + n]) : 0.0f;
+                    }
+}
+
+extern "C" cudaError_t elan_cuda_tail_tf32_prepare(int C, int scale) {
+    size_t smem;
+    int threads;
+    const tail_tf32_fn f = tail_tf32_pick(C, scale, &smem, &threads);
+    if (!f) return cudaErrorInvalidValue;
+    return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+}
+
+extern "C" cudaError_t elan_cuda_tail_tf32(const elan_cuda_tail_args *a, cudaStream_t s) {
+    size_t smem;
+    int threads;
+    const tail_tf32_fn f = tail_tf32_pick(a->C, a->scale, &smem, &threads);
+    if (!f || !a->x || !a->hb || !a->wt || !a->b || !a->out || a->n < 0 || a->H < 0 || a->W < 0 || a->H > a->Hp ||
+        a->W > a->Wp)
+        return cudaErrorInvalidValue;
+    /* float4 pieces of x and hb, 16-byte cp.async of wt, float2 stores of out for even scales (x_bias and b are
+       read as floats) */
+    if (((size_t)a->x & 15) || ((size_t)a->hb & 15) || ((size_t)a->wt & 15) || ((size_t)a->out & (a->scale % 2 ? 3 : 7)))
+        return cudaErrorInvalidValue;
+    const long long tiles = (long long)a->n * ((a->H + TT_TILE - 1) / TT_TILE) * ((a->W + TT_TILE - 1) / TT_TILE);
+    if (tiles == 0) return cudaGetLastError();
+    if (tiles > INT_MAX) return cudaErrorInvalidValue;
+    long long slots = 0;
+    const cudaError_t e = elan_resident_ctas(f, threads, smem, &slots);
+    if (e != cudaSuccess) return e;
+    const long long grid = tiles < slots ? tiles : slots;
+    return elan_launch_pdl(f, dim3((unsigned)grid), dim3(threads), smem, s, *a);
 }

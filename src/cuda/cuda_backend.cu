@@ -15,11 +15,12 @@
      x += B                                                            lfe.cu
      tail                      x + hb -> out (NCHW, cropped)           conv3x3.cu
    In tf32 each LFE is two passes instead (shift_gemm.cu), with no sA: shift(x + B) and c0 with bias and ReLU
-   -> t; shift(t) and c1 into x. The attention runs on tf32 tensor cores too (gmsa.cu).
+   -> t (rounded to tf32, so the second pass copies it as is); shift(t) and c1 into x. The attention and the tail
+   run on tf32 tensor cores too (gmsa.cu, conv3x3.cu).
    The biases of c1 and project_out are carried, not added: x holds the residual stream minus B, the sum of
    those biases so far (a per-channel vector), and each reader of x adds B itself: the first shift while it
    gathers, project_inp through its bias (Win (x - B) + bin + Win B; the attention adds that bias on load
-   anyway), the tail after one bias_add of the final B. B before each pair's LFE, the adjusted project_inp
+   anyway), the tail after one bias_add of the final B (tf32: the tail adds it as it reads x). B before each pair's LFE, the adjusted project_inp
    biases and the final B are constants of the model, staged at creation (stage_model). Why: cuBLAS's SGEMM
    has no bias epilogue, and a bias_add after each accumulating GEMM was a full read and write of x, two per
    pair (48 in ELAN-light): 4.8 ms of a 44-54 ms forward of a 960x540 input on an H100.
@@ -143,6 +144,7 @@ typedef struct {
                                    (and the residual update) fused, instead of cuBLAS + bias_add */
     int half_x;                 /* fused half modes: the residual stream is xh itself (no fp32 x in the body) */
     int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
+    int tail_tf32;              /* tf32: the tail on tf32 tensor cores (conv3x3.cu tail_tf32), the carried B added there */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
                                    plan then has no fp32 x at all */
     int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
@@ -152,6 +154,7 @@ typedef struct {
     dblock *blocks;
     const float *sub_mean, *head_w, *head_b, *tail_w, *tail_b;
     const void *tail_wh;        /* tail_mma: fp16 copy of tail_w (elan_cuda_tail_mma_weights' layout) */
+    const float *tail_wt;       /* tail_tf32: tf32 copy of tail_w (elan_cuda_tail_tf32_weights' layout) */
     const float *x_bias_final;  /* carry_bias: the sum of all c1 and project_out biases, added before the tail */
     plan_t plan;
 } cuda_backend;
@@ -345,6 +348,11 @@ static elansr_status stage_model(cuda_backend *be, const elan_model *m, stage_t 
     if (be->tail_mma) {
         be->tail_wh = stage_alloc(s, elan_cuda_tail_mma_weights_count(m->scale), 2, &h);
         if (h) elan_cuda_tail_mma_weights(tw, C, m->scale, h);
+    }
+    /* and rounded to tf32 for the tf32 tail */
+    if (be->tail_tf32) {
+        be->tail_wt = stage_alloc(s, elan_cuda_tail_tf32_weights_count(m->scale), sizeof(float), &h);
+        if (h) elan_cuda_tail_tf32_weights(tw, C, m->scale, (float *)h);
     }
     return ELANSR_OK;
 }
@@ -555,9 +563,11 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 elan_cuda_shift_gemm_args sg;
                 sg.in = pl->x, sg.tap = d->tap0, sg.in_bias = d->x_bias, sg.w = (const float *)d->c0.w, sg.bias = d->c0.b;
                 sg.out = (float *)pl->t, sg.mode = 0, sg.K = C, sg.N = d->c0.cout, sg.n = pl->n, sg.Hp = pl->Hp, sg.Wp = pl->Wp;
+                sg.out_tf32 = 1, sg.in_tf32 = 0; /* t leaves rounded to tf32, as the second pass would round it */
                 LAUNCH(elan_cuda_shift_gemm(&sg, s), "lfe shift+conv 0");
                 sg.in = (const float *)pl->t, sg.tap = d->tap1, sg.in_bias = NULL, sg.w = (const float *)d->c1.w, sg.bias = NULL;
                 sg.out = pl->x, sg.mode = 1, sg.K = d->c0.cout, sg.N = C;
+                sg.out_tf32 = 0, sg.in_tf32 = 1; /* so it can be copied into shared memory as is (cp.async) */
                 LAUNCH(elan_cuda_shift_gemm(&sg, s), "lfe shift+conv 1");
             } else {
                 /* x_bias: the carried B (fp32 / tf32), else NULL */
@@ -646,10 +656,16 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
         LAUNCH(elan_cuda_tail_mma(&ta, s), "tail (tensor cores)");
     } else {
         if (be->half_x) LAUNCH(elan_cuda_to_f32(pl->xh[cur], pl->x, be->act, pl->P * C, s), "residual to fp32");
-        /* the biases carried through the body, in one pass */
-        if (be->carry_bias) LAUNCH(elan_cuda_bias_add(pl->x, be->x_bias_final, NULL, ELAN_ACT_F32, C, pl->P, s), "carried bias");
-        ta.x = pl->x, ta.w = be->tail_w;
-        LAUNCH(elan_cuda_tail(&ta, s), "tail");
+        ta.x = pl->x;
+        if (be->tail_tf32) { /* it adds the biases carried through the body as it reads x */
+            ta.x_bias = be->carry_bias ? be->x_bias_final : NULL, ta.wt = be->tail_wt;
+            LAUNCH(elan_cuda_tail_tf32(&ta, s), "tail (tf32 tensor cores)");
+        } else { /* the biases carried through the body, in one pass */
+            if (be->carry_bias)
+                LAUNCH(elan_cuda_bias_add(pl->x, be->x_bias_final, NULL, ELAN_ACT_F32, C, pl->P, s), "carried bias");
+            ta.w = be->tail_w;
+            LAUNCH(elan_cuda_tail(&ta, s), "tail");
+        }
     }
     return ELANSR_OK;
 }
@@ -904,6 +920,7 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */
     const char *tl = getenv("ELANSR_CUDA_TAIL");
     be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;
+    be->tail_tf32 = be->tf32 && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_tf32_supported(be->C, be->scale) == 0;
 
     /* fp32 / tf32 carry the biases of the accumulating GEMMs (enqueue_forward); the half modes' unfused path
        keeps its bias_add after each, which also refreshes xh */
@@ -939,6 +956,7 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
                 CU(elan_cuda_lfe_fused_prepare(be->C, m->blocks[bi].lfe[j].c0.conv.cout, be->act), "cudaFuncSetAttribute (fused lfe)");
     if (be->fused_attn) CU(elan_cuda_attn3_proj_prepare(be->k, be->C, be->windows, be->act), "cudaFuncSetAttribute (attention)");
     if (be->tail_mma) CU(elan_cuda_tail_mma_prepare(be->C, be->scale, be->act), "cudaFuncSetAttribute (tail)");
+    if (be->tail_tf32) CU(elan_cuda_tail_tf32_prepare(be->C, be->scale), "cudaFuncSetAttribute (tail)");
     if (be->shift_gemm)
         for (int bi = 0; bi < m->n_blocks; bi++)
             for (int j = 0; j < m->blocks[bi].n_pairs; j++) {
@@ -959,7 +977,7 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
                 : math == CUBLAS_TF32_TENSOR_OP_MATH ? "tf32 GEMMs"
                                                      : "fp32",
                 be->fused_lfe ? ", fused LFE" : "", be->fused_pw ? ", fused 1x1 convs" : "",
-                be->fused_attn ? ", project_inp in the attention" : "", be->tail_mma ? ", tail on tensor cores" : "",
+                be->fused_attn ? ", project_inp in the attention" : "", be->tail_mma || be->tail_tf32 ? ", tail on tensor cores" : "",
                 be->shift_gemm ? ", LFE as two shift+conv passes" : "");
     return ELANSR_OK;
 }

@@ -44,7 +44,13 @@ typedef struct {
    (folded into w and b at creation), crop to s*H x s*W, written as NCHW.
    elan_cuda_tail reads x, w (fp32 throughout); elan_cuda_tail_mma (fp16 / bf16 modes with the half residual
    stream, on tensor cores) reads xh of type act instead of x and the fp16 weights wh, and forms
-   s = fp16(float(xh) + hb). */
+   s = fp16(float(xh) + hb); elan_cuda_tail_tf32 (precision tf32, on tensor cores) reads x and the tf32 weights
+   wt, and forms s = tf32((x + x_bias) + hb) (fp32 sums, one rounding to nearest, ties away from zero).
+   elan_cuda_tail_tf32 adds x_bias[c] to x when it is not NULL: the biases the tf32 forward carries beside its
+   residual stream, so that no separate pass adds them (elan_cuda_tail ignores x_bias: the fp32 forward adds
+   them with one bias_add before it). Zero padding
+   applies to s as a whole: outside the padded image s = 0, x_bias included. Zero-initialise the struct
+   (memset): x_bias and wt are NULL then, and the older fields keep their meaning. */
 typedef struct {
     const float *x, *hb;    /* n x Hp x Wp x C */
     const float *w;         /* C x 9 x nout_pad: [cin][tap][out], add_mean folded in, zero past 3*s*s */
@@ -54,6 +60,8 @@ typedef struct {
     const void *xh;         /* tail_mma: act, n x Hp x Wp x C (x unused) */
     int act;                /* tail_mma: ELAN_ACT_F16 or ELAN_ACT_BF16 */
     const void *wh;         /* tail_mma: fp16, elan_cuda_tail_mma_weights' layout (w unused) */
+    const float *x_bias;    /* elan_cuda_tail_tf32: C floats added to x, or NULL (the other tails: unused) */
+    const float *wt;        /* tail_tf32: tf32-rounded floats, elan_cuda_tail_tf32_weights' layout (w unused) */
 } elan_cuda_tail_args;
 
 /* Output channels of the tail padded to a multiple of 4 (float4 loads of the weights). */
@@ -100,6 +108,8 @@ typedef struct {
     int mode;
     int K, N;
     int n, Hp, Wp;
+    int out_tf32;               /* mode 0: round out to tf32 (so that the next pass may take it as is) */
+    int in_tf32;                /* in holds tf32 values already (and in_bias is NULL): staged by cp.async */
 } elan_cuda_shift_gemm_args;
 
 /* ---- lfe_fused.cu (fp16 / bf16 only) ---- */
@@ -195,6 +205,23 @@ void elan_cuda_tail_mma_weights(const float *w, int C, int scale, void *wh);
 /* Raises the kernel's dynamic shared-memory limit (up to 109 KB); once, at creation. */
 cudaError_t elan_cuda_tail_mma_prepare(int C, int scale, int act);
 cudaError_t elan_cuda_tail_mma(const elan_cuda_tail_args *a, cudaStream_t s);
+/* The tail on tf32 tensor cores (precision tf32): 0 when elan_cuda_tail_tf32 handles C planes at this scale on the
+   current device (4 <= C <= 64, C % 4 == 0, scale 2, 3, 4, and the device grants the kernel's shared memory:
+   x4 needs 189 KB, more than sm_80 has), else -1: the caller keeps elan_cuda_tail. */
+int elan_cuda_tail_tf32_supported(int C, int scale);
+/* Floats of its weights: 9 x 8 x MT x 128 (tap, k-step of 8 channels, m16 tile of outputs, the 32 lanes' 4 A
+   fragment registers), MT = 3*s*s / 16 rounded up (0 for an unsupported scale). */
+size_t elan_cuda_tail_tf32_weights_count(int scale);
+/* Fills wt (host, that many floats, to be copied to 16-byte aligned device memory) from the fp32 tail weights w
+   (host, elan_cuda_tail's [cin][tap][out] layout), rounded to tf32 (to nearest, ties away from zero, as
+   cvt.rna), in mma.m16n8k8 A-fragment order: wt[tap][j][mt][lane][r] = w[k][tap][n] with n = 16 mt + lane / 4
+   + 8 (r & 1), k = 8j + 2 (lane % 4) + (r >> 1); zero past 3*s*s outputs and past C inputs. */
+void elan_cuda_tail_tf32_weights(const float *w, int C, int scale, float *wt);
+/* Raises the kernel's dynamic shared-memory limit (up to 189 KB: one CTA per SM); once, at creation. */
+cudaError_t elan_cuda_tail_tf32_prepare(int C, int scale);
+/* Reads x, hb (16-byte aligned), x_bias (optional), wt (16-byte aligned), b; writes out (8-byte aligned for
+   scales 2 and 4, 4-byte for 3). cudaErrorInvalidValue for what it cannot do. */
+cudaError_t elan_cuda_tail_tf32(const elan_cuda_tail_args *a, cudaStream_t s);
 
 cudaError_t elan_cuda_shift(const elan_cuda_shift_args *a, cudaStream_t s);
 /* shift_gemm.cu: 0 when the kernel is compiled for (K, N) (ELAN-light: (60, 120) and (120, 60)), else -1;
@@ -233,8 +260,9 @@ int elan_cuda_attn_supported(int k, int ws);
 /* Raises the dynamic shared-memory limit of the attention kernel for (k, ws, act); once, at creation. */
 cudaError_t elan_cuda_attn_prepare(int k, int ws, int act);
 cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t s);
-/* The three groups of a GMSA in one launch (fp16/bf16, or fp32 storage with tf32 set; windows exactly 4, 8, 16,
-   same k and image): 0 / -1. In fp32 without tf32, elan_cuda_attn3 runs elan_cuda_attn once per group. */
+/* The three groups of a GMSA in one launch (fp16/bf16 on tensor cores; fp32 storage on tf32 tensor cores with
+   tf32 set, or on CUDA cores for k <= 20 without it; windows exactly 4, 8, 16, same k and image): 0 / -1. Other
+   fp32 shapes (and ELANSR_CUDA_ATTN=simt): elan_cuda_attn3 runs elan_cuda_attn once per group. */
 int elan_cuda_attn3_supported(int k, const int ws[3], int act);
 cudaError_t elan_cuda_attn3_prepare(int k, const int ws[3], int act);
 cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s);

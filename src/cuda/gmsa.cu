@@ -1,9 +1,11 @@
 /* gmsa.cu — the attention inside GMSA: for every ws x ws window of one channel group,
    A = softmax_rows(q q^T) (no scaling, keys are the queries) and y = A v. In fp32 / tf32 project_inp and
    project_out are cuBLAS GEMMs in cuda_backend.cu; in the half modes project_inp runs inside the tensor-core
-   kernel below (attn_project) and project_out in pointwise.cu. Three kernels: the fp32 CUDA-core one first
-   (precision fp32, and any shape), the fp16 / bf16 tensor-core one (mma.sync m16n8k16), and its tf32 sibling at
-   the end (precision tf32, fp32 storage, mma.sync m16n8k8.tf32).
+   kernel below (attn_project) and project_out in pointwise.cu. Four kernels: the fp32 CUDA-core one first
+   (precision fp32, and any shape), the fp16 / bf16 tensor-core one (mma.sync m16n8k16), its tf32 sibling
+   (precision tf32, fp32 storage, mma.sync m16n8k8.tf32), and at the end the fp32 CUDA-core arithmetic again,
+   reshaped for ELAN's three groups in one launch (attn3_f32_kernel; the first kernel stays the per-group
+   fallback and reference).
 
    Shape of the work (CUDA-core kernel): a window has T = ws^2 tokens (16, 64, 256) with k channels each (20 in ELAN-light). A
    block of 256 threads holds 256 tokens — 256/T whole windows — and each thread owns one token: it loads its
@@ -1177,6 +1179,259 @@ static attn3_fn attn3_tf32_pick(int k, const int ws[3], size_t *smem) {
     return attn3_tf32_kernel<32>;
 }
 
+/* ---- fp32 attention on CUDA cores, the three groups in one launch (precision fp32, fp32 storage) ----
+
+   What attn_body computes, exactly (q + bias and v + bias in fp32, never rounded; scores and outputs summed in
+   fp32; full-precision expf), reshaped for throughput. attn_body gives each thread one query: every key then
+   costs the thread 5 float4 broadcast loads of q_j and 5 of v_j (k = 20) for 40 fma, and a warp's shared-memory
+   wavefronts (one per broadcast load) and its fma issue (one cycle per 4 warp-fmas on an SM of 128 fp32 lanes)
+   are level, so neither unit can run full. Here a thread owns R query tokens of one window (register blocking):
+   each broadcast load of a key's row serves R queries, 10 loads per R * 40 fma, and the loop is bound by the
+   fma pipe and the softmax's expf instead (R = 2: 80 fma, ~20 instructions of max / exp / sum and 10 loads per
+   key and warp).
+
+   Per query the arithmetic is attn_body's, in the same order: a score is the chain of fma over channels 0..KP-1
+   from 0, scores are taken ATTN_F32_CHUNK keys at a time and folded into the running max / sum and the
+   accumulator (rescaled by expf(m_old - m_new) per chunk), y = acc * (1 / l). With a chunk of 16 the outputs
+   would be the same bits as attn_body's; with the chunk of 8 compiled they differ in the last bits (the check
+   compares both with the reference). The rescale is
+   skipped when no query of the warp saw its maximum grow: the factor would be expf(0) = 1 exactly, so that
+   changes no bit; in ws 16 windows the maximum mostly stops growing after the chunk of the query's own key.
+
+   A CTA is one 16 x 16 region of one group, as in the tf32 kernel: 256 tokens (1, 4 or 16 whole windows,
+   window-major), 256 / R threads; thread u of window w owns tokens u, u + T/R, ... of w. The grid and the
+   token -> pixel map (the roll folded in) are attn3_tf32_kernel's and attn_tf32_pixel's: CTA (3 rx + gi, ry,
+   img) does group gi of region (rx, ry), so the small windows' CTAs (loads and stores mostly) run beside the
+   ws 16 ones (fma and expf mostly), and the three groups' q / v / y sectors of the same pixels pass L2 together.
+
+   Loads and stores go through shared memory in whole rows: the CTA's 2 * 256 rows of q and v are copied
+   piece-major (consecutive lanes take consecutive 16-byte pieces of a few tokens' rows, every load issued
+   before the first store), y is staged in the q rows after the attention and written back the same way. One
+   row per lane would touch 32 cache lines per instruction (the half kernel measured ws 4 bound at ~500 GB/s
+   that way).
+
+   Shared memory holds q and v rows of KP floats (zero past k), windows WST = T * KP + 4 floats apart: for ws 4
+   a warp spans 32 R / 16 windows reading the same key of each, and the 4-float skew puts those rows in
+   different 16-byte bank groups (one wavefront per load, as attn_shape's + 4 does); for ws 8 and 16 a warp is
+   in one window and every load is a pure broadcast. KP = 20 (ELAN-light) is compiled; smaller k are padded. */
+#define ATTN_F32_KP 20
+#ifndef ATTN_F32_R
+#define ATTN_F32_R 2 /* query tokens per thread */
+#endif
+/* Keys per online-softmax step, and the CTAs per SM the register budget is set for (cap 65536 / (256 / R * this)).
+   Measured on the H100 at 960x544 (check_attn, computing GMSA, fp32): chunk 16 at 3 CTAs (168 registers, same
+   bits as attn_body) 0.926 ms, slower than attn_body's launch per group (0.741); chunk 8 at 4 CTAs (128
+   registers, 16 warps per SM) 0.625 ms. */
+#ifndef ATTN_F32_CHUNK
+#define ATTN_F32_CHUNK 8
+#endif
+#ifndef ATTN_F32_MIN_CTAS
+#define ATTN_F32_MIN_CTAS 4
+#endif
+/* dynamic shared memory: q and v rows of the largest layout (ws 4: 16 windows of 16 rows, skewed), pixel indices */
+#define ATTN_F32_SMEM(KP) ((size_t)(2 * (ATTN_TOK * (KP) + (ATTN_TOK / 16) * 4) + ATTN_TOK) * sizeof(float))
+
+template <int WS, int KP, int R, int CH>
+static __device__ __forceinline__ void attn_f32_body(const elan_cuda_attn_args &a, int vec4, int rx, int ry, int img) {
+    constexpr int T = WS * WS, NWIN = ATTN_TOK / T, WST = T * KP + 4, NT = ATTN_TOK / R, TPW = T / R, C4 = KP / 4;
+    static_assert(KP % 4 == 0 && T % R == 0 && T % CH == 0 && CH <= T, "shapes");
+    static_assert((size_t)(2 * NWIN * WST + ATTN_TOK) * sizeof(float) <= ATTN_F32_SMEM(KP), "shared memory");
+    extern __shared__ float4 smem4[];
+    float *sq = (float *)smem4, *sv = sq + NWIN * WST;
+    int *spix = (int *)(sv + NWIN * WST);
+    const int tid = threadIdx.x, K = a.k;
+#define ATTN_F32_ROW(tok) ((tok) / T * WST + (tok) % T * KP) /* token -> first float of its row */
+
+    for (int tok = tid; tok < ATTN_TOK; tok += NT) spix[tok] = (int)attn_tf32_pixel<WS>(a, tok, rx, ry, img);
+    __syncthreads();
+
+    /* stage q + bias and v + bias (fp32, zero past K) */
+    const float *gq = (const float *)a.q, *gv = (const float *)a.v;
+    if (vec4) {
+        /* K % 4 == 0, every row 16-byte aligned: pieces of 4 channels, token-major (a token's q pieces, then its v
+           pieces), copied by cp.async, all in flight at once without holding registers (loaded into registers,
+           the 20 pieces per thread and their addresses spilled at any register cap); pieces past K are zero.
+           Then each thread adds the bias to the pieces it copied (its own cp.async writes are visible to it after
+           the wait). */
+        constexpr int PT = 2 * C4, NP = ATTN_TOK * PT / NT;
+        static_assert(ATTN_TOK * PT % NT == 0, "whole steps");
+#pragma unroll
+        for (int it = 0; it < NP; it++) {
+            const int cidx = tid + it * NT, tok = cidx / PT, part = cidx % PT;
+            const bool isv = part >= C4;
+            const int c = 4 * (isv ? part - C4 : part);
+            const size_t p = (size_t)spix[tok];
+            float *dst = (isv ? sv : sq) + ATTN_F32_ROW(tok) + c;
+            if (c < K)
+                attn_cp_async16(elan_smem_addr(dst), isv ? gv + p * a.v_stride + c : gq + p * a.q_stride + c);
+            else
+                *(float4 *)dst = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        elan_cp_async_commit();
+        elan_cp_async_wait_all();
+        if (a.q_bias || a.v_bias) {
+#pragma unroll
+            for (int it = 0; it < NP; it++) {
+                const int cidx = tid + it * NT, tok = cidx / PT, part = cidx % PT;
+                const bool isv = part >= C4;
+                const int c = 4 * (isv ? part - C4 : part);
+                const float *bias = isv ? a.v_bias : a.q_bias;
+                if (c < K && bias) {
+                    const float4 b = __ldg((const float4 *)(bias + c));
+                    float4 *dst = (float4 *)((isv ? sv : sq) + ATTN_F32_ROW(tok) + c);
+                    float4 f = *dst;
+                    f.x += b.x, f.y += b.y, f.z += b.z, f.w += b.w;
+                    *dst = f;
+                }
+            }
+        }
+    } else { /* any K, any alignment: one channel at a time, token-major */
+        constexpr int PT = 2 * KP, NP = ATTN_TOK * PT / NT;
+#pragma unroll 4
+        for (int it = 0; it < NP; it++) {
+            const int cidx = tid + it * NT, tok = cidx / PT, part = cidx % PT;
+            const bool isv = part >= KP;
+            const int c = isv ? part - KP : part;
+            const size_t p = (size_t)spix[tok];
+            const float *bias = isv ? a.v_bias : a.q_bias;
+            float f = 0.0f;
+            if (c < K) f = (isv ? gv[p * a.v_stride + c] : gq[p * a.q_stride + c]) + (bias ? bias[c] : 0.0f);
+            ((isv ? sv : sq) + ATTN_F32_ROW(tok))[c] = f;
+        }
+    }
+    __syncthreads();
+
+    /* the attention of this thread's R queries: tokens u + r TPW of window w */
+    const int w = tid / TPW, u = tid % TPW;
+    const float *kq = sq + w * WST, *kv = sv + w * WST;
+    float qi[R][KP], acc[R][KP], m[R], l[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+#pragma unroll
+        for (int c = 0; c < C4; c++) {
+            const float4 t = ((const float4 *)(kq + (u + r * TPW) * KP))[c];
+            qi[r][4 * c] = t.x, qi[r][4 * c + 1] = t.y, qi[r][4 * c + 2] = t.z, qi[r][4 * c + 3] = t.w;
+        }
+#pragma unroll
+        for (int c = 0; c < KP; c++) acc[r][c] = 0.0f;
+        m[r] = -INFINITY, l[r] = 0.0f;
+    }
+#pragma unroll 1
+    for (int j0 = 0; j0 < T; j0 += CH) {
+        float s[R][CH], cm[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) cm[r] = -INFINITY;
+#pragma unroll
+        for (int jj = 0; jj < CH; jj++) {
+            const float4 *qj = (const float4 *)(kq + (j0 + jj) * KP);
+            float d[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) d[r] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < C4; c++) {
+                const float4 t = qj[c];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    d[r] += qi[r][4 * c] * t.x;
+                    d[r] += qi[r][4 * c + 1] * t.y;
+                    d[r] += qi[r][4 * c + 2] * t.z;
+                    d[r] += qi[r][4 * c + 3] * t.w;
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) s[r][jj] = d[r], cm[r] = fmaxf(cm[r], d[r]);
+        }
+        float mn[R];
+        bool grew = false;
+#pragma unroll
+        for (int r = 0; r < R; r++) mn[r] = fmaxf(m[r], cm[r]), grew |= mn[r] > m[r];
+        if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float sc = expf(m[r] - mn[r]); /* 0 on the first chunk (m = -inf), 1 where m did not grow */
+                l[r] *= sc;
+#pragma unroll
+                for (int c = 0; c < KP; c++) acc[r][c] *= sc;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) m[r] = mn[r];
+#pragma unroll
+        for (int jj = 0; jj < CH; jj++) {
+            float e[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) e[r] = expf(s[r][jj] - m[r]), l[r] += e[r];
+            const float4 *vj = (const float4 *)(kv + (j0 + jj) * KP);
+#pragma unroll
+            for (int c = 0; c < C4; c++) {
+                const float4 t = vj[c];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    acc[r][4 * c] += e[r] * t.x;
+                    acc[r][4 * c + 1] += e[r] * t.y;
+                    acc[r][4 * c + 2] += e[r] * t.z;
+                    acc[r][4 * c + 3] += e[r] * t.w;
+                }
+            }
+        }
+    }
+    __syncthreads(); /* every thread is done with the keys: the q rows take y */
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float inv = 1.0f / l[r];
+        float4 *yr = (float4 *)(sq + w * WST + (u + r * TPW) * KP);
+#pragma unroll
+        for (int c = 0; c < C4; c++)
+            yr[c] = make_float4(acc[r][4 * c] * inv, acc[r][4 * c + 1] * inv, acc[r][4 * c + 2] * inv,
+                                acc[r][4 * c + 3] * inv);
+    }
+    __syncthreads();
+
+    float *gy = (float *)a.y;
+    if (vec4) {
+        constexpr int NP = ATTN_TOK * C4 / NT;
+        static_assert(ATTN_TOK * C4 % NT == 0, "whole steps");
+#pragma unroll
+        for (int it = 0; it < NP; it++) {
+            const int cidx = tid + it * NT, tok = cidx / C4, c = 4 * (cidx % C4);
+            if (c < K)
+                *(float4 *)(gy + (size_t)spix[tok] * a.y_stride + c) = *(const float4 *)(sq + ATTN_F32_ROW(tok) + c);
+        }
+    } else {
+        constexpr int NP = ATTN_TOK * KP / NT;
+#pragma unroll 4
+        for (int it = 0; it < NP; it++) {
+            const int cidx = tid + it * NT, tok = cidx / KP, c = cidx % KP;
+            if (c < K) gy[(size_t)spix[tok] * a.y_stride + c] = sq[ATTN_F32_ROW(tok) + c];
+        }
+    }
+#undef ATTN_F32_ROW
+}
+
+template <int KP, int R, int CH>
+static __global__ void __launch_bounds__(ATTN_TOK / R, ATTN_F32_MIN_CTAS) attn3_f32_kernel(attn3_args a, int vec4) {
+    const int gi = blockIdx.x % 3, rx = blockIdx.x / 3;
+    if (gi == 0)
+        attn_f32_body<4, KP, R, CH>(a.g[0], vec4, rx, blockIdx.y, blockIdx.z);
+    else if (gi == 1)
+        attn_f32_body<8, KP, R, CH>(a.g[1], vec4, rx, blockIdx.y, blockIdx.z);
+    else
+        attn_f32_body<16, KP, R, CH>(a.g[2], vec4, rx, blockIdx.y, blockIdx.z);
+}
+
+/* The three-group fp32 kernel for windows exactly 4, 8, 16 and k <= ATTN_F32_KP, or NULL (also under
+   ELANSR_CUDA_ATTN=simt, which keeps attn_body's launch per group). */
+static attn3_fn attn3_f32_pick(int k, const int ws[3], size_t *smem) {
+    static int simt = -1;
+    if (simt < 0) {
+        const char *e = getenv("ELANSR_CUDA_ATTN");
+        simt = e && !strcmp(e, "simt");
+    }
+    if (simt || k < 1 || k > ATTN_F32_KP || ws[0] != 4 || ws[1] != 8 || ws[2] != 16) return NULL;
+    *smem = ATTN_F32_SMEM(ATTN_F32_KP);
+    return attn3_f32_kernel<ATTN_F32_KP, ATTN_F32_R, ATTN_F32_CHUNK>;
+}
+
 extern "C" int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], int act) {
     size_t smem;
     return attn3_proj_pick(k, cin, ws, act, &smem) ? 0 : -1;
@@ -1189,16 +1444,28 @@ extern "C" cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws
     return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
-/* fp32 storage: the three-group launch exists in tf32 only; without tf32 elan_cuda_attn3 runs the CUDA-core
-   kernel once per group. */
+/* fp32 storage: two three-group kernels, tf32 (attn3_tf32_kernel) and fp32 (attn3_f32_kernel). The precision is
+   not known here, so supported means either exists and prepare readies both; elan_cuda_attn3 picks by tf32 and
+   runs attn_body once per group for a shape the chosen one lacks. */
 extern "C" int elan_cuda_attn3_supported(int k, const int ws[3], int act) {
     size_t smem;
-    return (act == ELAN_ACT_F32 ? attn3_tf32_pick(k, ws, &smem) : attn3_pick(k, ws, act, &smem)) ? 0 : -1;
+    if (act == ELAN_ACT_F32) return attn3_tf32_pick(k, ws, &smem) || attn3_f32_pick(k, ws, &smem) ? 0 : -1;
+    return attn3_pick(k, ws, act, &smem) ? 0 : -1;
 }
 
 extern "C" cudaError_t elan_cuda_attn3_prepare(int k, const int ws[3], int act) {
     size_t smem;
-    attn3_fn f = act == ELAN_ACT_F32 ? attn3_tf32_pick(k, ws, &smem) : attn3_pick(k, ws, act, &smem);
+    if (act == ELAN_ACT_F32) {
+        attn3_fn ft = attn3_tf32_pick(k, ws, &smem);
+        if (ft) {
+            const cudaError_t e = cudaFuncSetAttribute(ft, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            if (e != cudaSuccess) return e;
+        }
+        attn3_fn ff = attn3_f32_pick(k, ws, &smem);
+        if (ff) return cudaFuncSetAttribute(ff, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        return ft ? cudaSuccess : cudaErrorInvalidValue;
+    }
+    attn3_fn f = attn3_pick(k, ws, act, &smem);
     if (!f) return cudaErrorInvalidValue;
     return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
@@ -1228,7 +1495,8 @@ extern "C" cudaError_t elan_cuda_attn_prepare(int k, int ws, int act) {
 
 static int aligned(const void *ptr, size_t to) { return ((size_t)ptr & (to - 1)) == 0; }
 
-/* The tf32 kernel's float4 path: k, the strides and every pointer in whole 16-byte pieces. */
+/* The float4 path of the tf32 kernels and of attn3_f32_kernel: k, the strides and every pointer in whole 16-byte
+   pieces. */
 static int attn_tf32_vec4(const elan_cuda_attn_args *a) {
     return a->k % 4 == 0 && a->q_stride % 4 == 0 && a->v_stride % 4 == 0 && a->y_stride % 4 == 0 && aligned(a->q, 16) &&
            aligned(a->v, 16) && aligned(a->y, 16) && aligned(a->q_bias, 16) && aligned(a->v_bias, 16);
@@ -1267,6 +1535,20 @@ extern "C" cudaError_t elan_cuda_attn(const elan_cuda_attn_args *a, cudaStream_t
     return cudaGetLastError();
 }
 
+/* Whether the groups suit attn3_f32_kernel (with its pick for k and the windows): fp32 without tf32, no fused
+   project_inp, one k, image and batch, the image in whole 16 x 16 regions within the grid's limits, pixel
+   indices in 32 bits (its spix), shifts inside the image. Otherwise the groups run attn_body once each. */
+static bool attn_f32_fits(const elan_cuda_attn_args a[3]) {
+    for (int i = 0; i < 3; i++)
+        if (a[i].act != ELAN_ACT_F32 || a[i].tf32 || a[i].x || a[i].k != a[0].k || a[i].n != a[0].n ||
+            a[i].Hp != a[0].Hp || a[i].Wp != a[0].Wp || a[i].shift < 0 || a[i].shift >= a[i].Hp ||
+            a[i].shift >= a[i].Wp)
+            return false;
+    return a[0].n >= 1 && a[0].Hp >= ATTN_REGION && a[0].Wp >= ATTN_REGION && a[0].Hp % ATTN_REGION == 0 &&
+           a[0].Wp % ATTN_REGION == 0 && a[0].Hp / ATTN_REGION <= 65535 && a[0].n <= 65535 &&
+           3ll * (a[0].Wp / ATTN_REGION) <= 0x7fffffffll && (long long)a[0].n * a[0].Hp * a[0].Wp <= 0x7fffffffll;
+}
+
 extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s) {
     size_t smem;
     const int ws[3] = {a[0].ws, a[1].ws, a[2].ws};
@@ -1280,7 +1562,22 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
                 return cudaErrorInvalidValue;
             vec4 = vec4 && attn_tf32_vec4(&a[i]);
         }
-        if (!ft) { /* fp32 on CUDA cores (or a shape the tf32 kernel lacks): a launch per group */
+        if (!ft && !proj) { /* fp32 on CUDA cores: the three-group kernel where it fits (attn_f32_fits) */
+            attn3_fn ff = attn_f32_fits(a) ? attn3_f32_pick(a[0].k, ws, &smem) : NULL;
+            if (ff) {
+                attn3_args g;
+                vec4 = 1;
+                for (int i = 0; i < 3; i++) {
+                    g.g[i] = a[i];
+                    vec4 = vec4 && attn_tf32_vec4(&a[i]);
+                }
+                g.pdl_from = 0xffffffffu; /* unused: launched without programmatic dependent launch */
+                const dim3 grid(3 * (a[0].Wp / ATTN_REGION), a[0].Hp / ATTN_REGION, a[0].n);
+                ff<<<grid, ATTN_TOK / ATTN_F32_R, smem, s>>>(g, vec4);
+                return cudaGetLastError();
+            }
+        }
+        if (!ft) { /* fp32 on CUDA cores (or a shape the tf32 / fp32 three-group kernels lack): a launch per group */
             if (proj) return cudaErrorInvalidValue;
             for (int i = 0; i < 3; i++) {
                 const cudaError_t e = elan_cuda_attn(&a[i], s);

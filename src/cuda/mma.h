@@ -184,6 +184,9 @@ static __device__ __forceinline__ void elan_cp_async16(void *dst, const void *sr
 }
 static __device__ __forceinline__ void elan_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 static __device__ __forceinline__ void elan_cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+/* Waits until at most N of this thread's committed groups are still in flight (N a compile-time constant). */
+template <int N>
+static __device__ __forceinline__ void elan_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 /* Stages an [rows][cols] matrix of 16-bit elements (weights, row-major, 2-byte aligned) into shared memory as
    R rows of K elements at a stride of dst_stride, zero past rows / cols: dst[n][k] = src[n][k]. Each thread keeps

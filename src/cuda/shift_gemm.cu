@@ -20,6 +20,10 @@
    in shared memory), mma.sync m16n8k8.tf32 with fp32 accumulators, and writes its epilogue straight from the
    accumulators (float2 per lane: channels 2t, 2t + 1 of rows g and g + 8).
 
+   The second conv's input t is the first conv's output, which that pass rounds to tf32 (a.out_tf32) exactly as
+   staging would round it; the second pass (a.in_tf32) then stages it unchanged, by cp.async straight into shared
+   memory, several tiles ahead (shift_gemm_async_kernel), instead of through registers.
+
    Fragments: as in gmsa.cu's tf32 attention, the columns of each k8 step are permuted (logical t = channel 2t,
    t + 4 = 2t + 1) so that every A and B register pair is one 8-byte shared load; KS is 8 or 24 mod 32 words,
    so the four rows a half-warp reads fall on four different 8-bank segments. K is padded to whole k8 steps and
@@ -28,6 +32,9 @@
    Compiled for (K, N) = (60, 120) and (120, 60) (ELAN-light's LFE: C = 60, e = 120). */
 #include "cuda_common.h"
 #include "mma.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 #define SG_THREADS 256
 #define SG_TILE 128 /* pixels per tile: one m16 tile per warp */
@@ -39,43 +46,58 @@ struct sg_shape {
     static constexpr int NT = (N + 7) / 8;                                    /* n8 tiles */
     static constexpr int Q = KP / 4;                                          /* float4 pieces per row */
     static constexpr int LOADS = (SG_TILE * Q + SG_THREADS - 1) / SG_THREADS; /* pieces per thread per tile */
-    static constexpr size_t SMEM = ((size_t)SG_TILE * KS + (size_t)NT * 8 * KS) * sizeof(float);
+    static constexpr size_t SMEM = ((size_t)SG_TILE * KS + (size_t)NT * 8 * KS + KP) * sizeof(float) + (size_t)Q * 8 +
+                                   (size_t)2 * SG_TILE * 4;
 };
 
-/* A tile's shifted rows from global memory into registers: piece u of this thread is row i, channels c..c+3 of
-   the tile; bit u of *live says it is a channel < K of a source pixel inside the image (else it stays 0). */
+/* Which of the 9 taps of pixel p read a source inside its image: bit ky*3 + kx set when pixel
+   (y + ky - 1, x + kx - 1) is inside the Hp x Wp image. One per tile row, computed once per tile (two
+   divisions), so that a piece's test is a shift of a shared-memory word. */
+static __device__ __forceinline__ unsigned sg_tap_mask(int p, int Hp, int Wp) {
+    const int x = p % Wp, y = p / Wp % Hp;
+    const unsigned vx = (x > 0 ? 1u : 0u) | 2u | (x < Wp - 1 ? 4u : 0u);
+    const unsigned vy = (y > 0 ? 1u : 0u) | 2u | (y < Hp - 1 ? 4u : 0u);
+    return (vy & 1u ? vx : 0u) | (vy & 2u ? vx << 3 : 0u) | (vy & 4u ? vx << 6 : 0u);
+}
+
+/* A tile's shifted rows from global memory into registers: piece u of this thread is row i, channels
+   4q..4q+3 of the tile; bit u of *live says it is a channel < K of a source pixel inside the image (else it
+   stays 0). The tap of piece q (source offset in pixels, tap index; index 31 for the zero pieces past K) comes
+   from sTap, the row's in-image taps from sMask: no division and no global load before a piece's address is
+   known. (Reading a.tap[c] from global memory and dividing p by Wp and Hp per piece cost ~170 instructions a
+   piece, ~70% of everything the kernel issued.) */
 template <int K, int N>
-static __device__ __forceinline__ void sg_load(const elan_cuda_shift_gemm_args &a, int p0, float4 (&v)[sg_shape<K, N>::LOADS],
-                                               unsigned *live) {
+static __device__ __forceinline__ void sg_load(const elan_cuda_shift_gemm_args &a, int p0, const int2 *sTap,
+                                               const unsigned *sMask, float4 (&v)[sg_shape<K, N>::LOADS], unsigned *live) {
     typedef sg_shape<K, N> S;
     *live = 0;
 #pragma unroll
     for (int u = 0; u < S::LOADS; u++) {
-        const int e = (int)threadIdx.x + u * SG_THREADS, i = e / S::Q, c = (e - i * S::Q) * 4;
+        const int e = (int)threadIdx.x + u * SG_THREADS, i = e / S::Q, q = e - i * S::Q;
         v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (e < SG_TILE * S::Q && c < K) {
-            const int p = p0 + i, x = p % a.Wp, y = p / a.Wp % a.Hp;
-            const int tp = a.tap[c], dy = tp / 3 - 1, dx = tp % 3 - 1;
-            if (y + dy >= 0 && y + dy < a.Hp && x + dx >= 0 && x + dx < a.Wp) {
-                v[u] = __ldg((const float4 *)(a.in + ((long long)p + dy * a.Wp + dx) * K + c));
+        if (e < SG_TILE * S::Q) {
+            const int2 tp = sTap[q];
+            if (sMask[i] >> tp.y & 1u) {
+                v[u] = __ldg((const float4 *)(a.in + (long long)(p0 + i + tp.x) * K + 4 * q));
                 *live |= 1u << u;
             }
         }
     }
 }
 
-/* ... then plus in_bias (live pieces only: the shift zero-fills after the bias), rounded to tf32, into S. */
+/* ... then plus in_bias (live pieces only: the shift zero-fills after the bias; sInb holds zeros without one),
+   rounded to tf32, into S. */
 template <int K, int N>
-static __device__ __forceinline__ void sg_store(const elan_cuda_shift_gemm_args &a, float *sS,
-                                                const float4 (&v)[sg_shape<K, N>::LOADS], unsigned live) {
+static __device__ __forceinline__ void sg_store(float *sS, const float *sInb, const float4 (&v)[sg_shape<K, N>::LOADS],
+                                                unsigned live) {
     typedef sg_shape<K, N> S;
 #pragma unroll
     for (int u = 0; u < S::LOADS; u++) {
         const int e = (int)threadIdx.x + u * SG_THREADS, i = e / S::Q, c = (e - i * S::Q) * 4;
         if (e < SG_TILE * S::Q) {
             float4 r = v[u];
-            if (a.in_bias && (live >> u & 1u)) {
-                const float4 b = __ldg((const float4 *)(a.in_bias + c));
+            if (live >> u & 1u) {
+                const float4 b = *(const float4 *)(sInb + c);
                 r.x += b.x, r.y += b.y, r.z += b.z, r.w += b.w;
             }
             *(uint4 *)(sS + i * S::KS + c) = make_uint4(elan_tf32(r.x), elan_tf32(r.y), elan_tf32(r.z), elan_tf32(r.w));
@@ -83,36 +105,79 @@ static __device__ __forceinline__ void sg_store(const elan_cuda_shift_gemm_args 
     }
 }
 
+/* Epilogue straight from the accumulators: lane (g, t) holds channels 8 nt + 2t, + 1 of rows g and g + 8 of the
+   warp's m16 tile. Mode 0: + bias, relu (and, with a.out_tf32, rounded to tf32 for the next pass); mode 1: added
+   to out in place (+ bias if given), out's values taken from xv when PRE (loaded by the caller). */
+template <int N, int NT, bool PRE>
+static __device__ __forceinline__ void sg_epilogue(const elan_cuda_shift_gemm_args &a, int p0, int warp, int g, int t,
+                                                   const float (&acc)[NT][4], const float2 (&xv)[2][NT]) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float *o = a.out + (long long)(p0 + warp * 16 + g + 8 * h) * N;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int c = nt * 8 + 2 * t;
+            if (c >= N) continue;
+            float2 r = make_float2(acc[nt][2 * h], acc[nt][2 * h + 1]);
+            if (a.bias) {
+                const float2 b = __ldg((const float2 *)(a.bias + c));
+                r.x += b.x, r.y += b.y;
+            }
+            if (a.mode == 0) {
+                r.x = fmaxf(r.x, 0.0f), r.y = fmaxf(r.y, 0.0f);
+                if (a.out_tf32) r.x = __uint_as_float(elan_tf32(r.x)), r.y = __uint_as_float(elan_tf32(r.y));
+            } else {
+                const float2 x = PRE ? xv[h][nt] : *(const float2 *)(o + c);
+                r.x += x.x, r.y += x.y;
+            }
+            *(float2 *)(o + c) = r;
+        }
+    }
+}
+
 /* PIPE: the next tile's rows are loaded into registers while this tile's products run (and mode 1's out rows
    are prefetched into L2). Measured on the H100 at 960x544 (dev/cuda/check_shift_gemm.cu, two alternating
-   repetitions): (120, 60) 0.387 -> 0.356 ms with it, (60, 120) 0.193 -> 0.242 ms (its 60 accumulators and the
-   32 registers of loads in flight spill under the 128-register cap): on for the first only. */
+   repetitions, before the tap tables): (120, 60) 0.387 -> 0.356 ms with it, (60, 120) 0.193 -> 0.242 ms (its 60
+   accumulators and the 32 registers of loads in flight spill under the 128-register cap): on for the first only. */
 template <int K, int N, bool PIPE>
 static __global__ void __launch_bounds__(SG_THREADS, 2) shift_gemm_kernel(elan_cuda_shift_gemm_args a, int tiles) {
     typedef sg_shape<K, N> S;
     constexpr int KP = S::KP, KS = S::KS, NT = S::NT;
     extern __shared__ float4 smem4[];
-    float *sS = (float *)smem4;     /* [SG_TILE][KS] */
-    float *sW = sS + SG_TILE * KS;  /* [NT * 8][KS] */
+    float *sS = (float *)smem4;      /* [SG_TILE][KS] */
+    float *sW = sS + SG_TILE * KS;   /* [NT * 8][KS] */
+    float *sInb = sW + NT * 8 * KS;  /* [KP]: in_bias, 0 without one or past K */
+    int2 *sTap = (int2 *)(sInb + KP); /* [Q]: (dy * Wp + dx, tap) of each 4-channel piece; tap 31 past K */
+    unsigned *sMask = (unsigned *)(sTap + S::Q); /* [2][SG_TILE]: sg_tap_mask of the rows of a tile, two tiles */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
 
-    /* the weights, once: tf32, zero past N rows and K columns */
+    /* the weights, once: tf32, zero past N rows and K columns; the per-channel tables */
     for (int e = tid; e < NT * 8 * KP; e += SG_THREADS) {
         const int j = e / KP, k = e - j * KP;
         sW[j * KS + k] = __uint_as_float(elan_tf32(j < N && k < K ? __ldg(a.w + j * K + k) : 0.0f));
     }
+    for (int k = tid; k < KP; k += SG_THREADS) sInb[k] = a.in_bias && k < K ? __ldg(a.in_bias + k) : 0.0f;
+    for (int q = tid; q < S::Q; q += SG_THREADS) {
+        const int tp = 4 * q < K ? a.tap[4 * q] : 4;
+        sTap[q] = make_int2((tp / 3 - 1) * a.Wp + tp % 3 - 1, 4 * q < K ? tp : 31);
+    }
+    int buf = 0;
+    if (tid < SG_TILE && (int)blockIdx.x < tiles) sMask[tid] = sg_tap_mask((int)blockIdx.x * SG_TILE + tid, a.Hp, a.Wp);
+    __syncthreads();
 
     float4 v[S::LOADS];
     unsigned live;
-    if (PIPE && (int)blockIdx.x < tiles) sg_load<K, N>(a, (int)blockIdx.x * SG_TILE, v, &live);
+    if (PIPE && (int)blockIdx.x < tiles) sg_load<K, N>(a, (int)blockIdx.x * SG_TILE, sTap, sMask, v, &live);
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        const int p0 = tile * SG_TILE;
-        if (!PIPE) sg_load<K, N>(a, p0, v, &live); /* all of the tile's loads in flight at once */
-        __syncthreads(); /* the previous tile's S is read; (first tile) sW is written */
-        sg_store<K, N>(a, sS, v, live);
+        const int p0 = tile * SG_TILE, next = tile + (int)gridDim.x;
+        if (!PIPE) sg_load<K, N>(a, p0, sTap, sMask + buf * SG_TILE, v, &live); /* all of the tile's loads in flight at once */
+        __syncthreads(); /* the previous tile's S is read */
+        sg_store<K, N>(sS, sInb, v, live);
+        if (tid < SG_TILE && next < tiles) sMask[(buf ^ 1) * SG_TILE + tid] = sg_tap_mask(next * SG_TILE + tid, a.Hp, a.Wp);
         __syncthreads();
+        buf ^= 1;
         if (PIPE) {
-            if (tile + (int)gridDim.x < tiles) sg_load<K, N>(a, (tile + (int)gridDim.x) * SG_TILE, v, &live);
+            if (next < tiles) sg_load<K, N>(a, next * SG_TILE, sTap, sMask + buf * SG_TILE, v, &live);
             /* mode 1 reads this tile's out rows in the epilogue: ask L2 for them now (a 128-byte line per thread) */
             if (a.mode == 1)
                 for (int l = tid; l * 32 < SG_TILE * N; l += SG_THREADS) elan_prefetch_l2(a.out + (long long)p0 * N + l * 32);
@@ -136,60 +201,204 @@ static __global__ void __launch_bounds__(SG_THREADS, 2) shift_gemm_kernel(elan_c
             }
         }
 
-        /* epilogue: lane (g, t) holds channels 8 nt + 2t, + 1 of rows g and g + 8 */
+        float2 xv[2][NT]; /* unused (PRE false) */
+        sg_epilogue<N, NT, false>(a, p0, warp, g, t, acc, xv);
+    }
+}
+
+/* The copies of this CTA's n-th tile (blockIdx.x + n * gridDim.x) into stage n % STAGES; always one commit,
+   so that the group count stays aligned with n. */
+template <int K, int N, int STAGES>
+static __device__ __forceinline__ void sg_issue(const elan_cuda_shift_gemm_args &a, int tiles, int n, float *sS,
+                                                const int2 *sTap, const unsigned *sMask) {
+    typedef sg_shape<K, N> S;
+    const int tile = (int)blockIdx.x + n * (int)gridDim.x, st = n % STAGES;
+    if (tile < tiles) {
+        const int p0 = tile * SG_TILE;
+        const unsigned *m = sMask + st * SG_TILE;
+        float *dst = sS + st * SG_TILE * S::KS;
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float *o = a.out + (long long)(p0 + warp * 16 + g + 8 * h) * N;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                const int c = nt * 8 + 2 * t;
-                if (c >= N) continue;
-                float2 r = make_float2(acc[nt][2 * h], acc[nt][2 * h + 1]);
-                if (a.bias) {
-                    const float2 b = __ldg((const float2 *)(a.bias + c));
-                    r.x += b.x, r.y += b.y;
-                }
-                if (a.mode == 0) {
-                    r.x = fmaxf(r.x, 0.0f), r.y = fmaxf(r.y, 0.0f);
-                } else {
-                    const float2 x = *(const float2 *)(o + c);
-                    r.x += x.x, r.y += x.y;
-                }
-                *(float2 *)(o + c) = r;
+        for (int u = 0; u < S::LOADS; u++) {
+            const int e = (int)threadIdx.x + u * SG_THREADS, i = e / S::Q, q = e - i * S::Q;
+            if (e < SG_TILE * S::Q) {
+                const int2 tp = sTap[q];
+                const bool in = m[i] >> tp.y & 1u;
+                elan_cp_async16(dst + i * S::KS + 4 * q, in ? a.in + (long long)(p0 + i + tp.x) * K + 4 * q : a.in,
+                                in ? 16u : 0u);
             }
         }
+    }
+    elan_cp_async_commit();
+}
+
+/* Both convs with the shifted rows copied by cp.async straight from global to shared memory (16 bytes a piece,
+   zero-filled for a source outside the image), STAGES tiles in flight per CTA: while tile n is multiplied,
+   tiles n+1 .. n+STAGES-1 are being copied, and no register holds them (the register-staged kernel above had
+   60 registers of loads in flight across the products, which spilled under its 2-CTA cap).
+   FIX: the input needs in_bias or the tf32 rounding (a.in_tf32 not set): each thread, once its own copies
+   of the tile have landed (wait_group), rewrites those pieces in place (live ones only: the zero fill stays 0)
+   before the barrier, so the tile still costs one barrier. Without FIX (the second conv, a.in_tf32: t was
+   rounded to tf32 by the first pass's epilogue, no in_bias) the copies are the operands as they are.
+   Compiled for (120, 60), the second conv: three stages of 61 KB + 31 KB of weights, one CTA of 8 warps per SM:
+   the copies in flight, not the warps, hide the DRAM latency; out's values of a tile are loaded before its
+   products for the same reason. (For the first conv, (60, 120) with FIX, two stages at two CTAs per SM measured
+   0.201 ms at 960x544 against the register-staged kernel's 0.187: it keeps that one.)
+   Barriers: one per tile (after the wait: the tile has landed for every thread, and the stage the new copies
+   go to was read in the previous iteration by everyone). The tap masks of a tile are computed one tile before
+   its copies are issued. */
+template <int K, int N, int STAGES, bool FIX, int MINB>
+static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_async_kernel(elan_cuda_shift_gemm_args a, int tiles) {
+    typedef sg_shape<K, N> S;
+    constexpr int KP = S::KP, KS = S::KS, NT = S::NT;
+    extern __shared__ float4 smem4[];
+    float *sS = (float *)smem4;                    /* [STAGES][SG_TILE][KS] */
+    float *sW = sS + STAGES * SG_TILE * KS;        /* [NT * 8][KS] */
+    int2 *sTap = (int2 *)(sW + NT * 8 * KS);       /* [Q] */
+    unsigned *sMask = (unsigned *)(sTap + S::Q);   /* [STAGES][SG_TILE] */
+    float *sInb = (float *)(sMask + STAGES * SG_TILE); /* [KP] (FIX): in_bias, 0 without one or past K */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int grid = (int)gridDim.x;
+    if (FIX)
+        for (int k = tid; k < KP; k += SG_THREADS) sInb[k] = a.in_bias && k < K ? __ldg(a.in_bias + k) : 0.0f;
+
+    for (int e = tid; e < NT * 8 * KP; e += SG_THREADS) {
+        const int j = e / KP, k = e - j * KP;
+        sW[j * KS + k] = __uint_as_float(elan_tf32(j < N && k < K ? __ldg(a.w + j * K + k) : 0.0f));
+    }
+    for (int q = tid; q < S::Q; q += SG_THREADS) {
+        const int tp = 4 * q < K ? a.tap[4 * q] : 4;
+        sTap[q] = make_int2((tp / 3 - 1) * a.Wp + tp % 3 - 1, 4 * q < K ? tp : 31);
+    }
+#pragma unroll
+    for (int st = 0; st < STAGES; st++) {
+        const int tile = (int)blockIdx.x + st * grid;
+        if (tid < SG_TILE && tile < tiles) sMask[st * SG_TILE + tid] = sg_tap_mask(tile * SG_TILE + tid, a.Hp, a.Wp);
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++) sg_issue<K, N, STAGES>(a, tiles, st, sS, sTap, sMask);
+
+    for (int n = 0;; n++) {
+        const int tile = (int)blockIdx.x + n * grid;
+        if (tile >= tiles) break;
+        const int p0 = tile * SG_TILE;
+        elan_cp_async_wait<STAGES - 2>();
+        if (FIX) { /* this thread's pieces of the tile: + in_bias, rounded to tf32 */
+            const unsigned *m = sMask + (n % STAGES) * SG_TILE;
+            float *sT = sS + (n % STAGES) * SG_TILE * KS;
+#pragma unroll
+            for (int u = 0; u < S::LOADS; u++) {
+                const int e = tid + u * SG_THREADS, i = e / S::Q, q = e - i * S::Q;
+                if (e < SG_TILE * S::Q && (m[i] >> sTap[q].y & 1u)) {
+                    float4 *r = (float4 *)(sT + i * KS + 4 * q);
+                    const float4 v = *r, b = *(const float4 *)(sInb + 4 * q);
+                    *(uint4 *)r = make_uint4(elan_tf32(v.x + b.x), elan_tf32(v.y + b.y), elan_tf32(v.z + b.z), elan_tf32(v.w + b.w));
+                }
+            }
+        }
+        __syncthreads();
+        sg_issue<K, N, STAGES>(a, tiles, n + STAGES - 1, sS, sTap, sMask);
+        {
+            const int later = tile + STAGES * grid; /* its mask goes where tile's was */
+            if (tid < SG_TILE && later < tiles)
+                sMask[(n % STAGES) * SG_TILE + tid] = sg_tap_mask(later * SG_TILE + tid, a.Hp, a.Wp);
+        }
+        /* the next tile's out rows into L2 for its epilogue */
+        if (a.mode == 1 && tile + grid < tiles)
+            for (int l = tid; l * 32 < SG_TILE * N; l += SG_THREADS)
+                elan_prefetch_l2(a.out + (long long)(p0 + grid * SG_TILE) * N + l * 32);
+
+        /* mode 1: this lane's out values of the tile, loaded before the products so that their latency (an L2
+           hit: prefetched a tile ago) hides behind them */
+        float2 xv[2][NT];
+        if (a.mode == 1) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float *o = a.out + (long long)(p0 + warp * 16 + g + 8 * h) * N;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+                    xv[h][nt] = nt * 8 + 2 * t < N ? *(const float2 *)(o + nt * 8 + 2 * t) : make_float2(0.0f, 0.0f);
+            }
+        }
+        const float *sT = sS + (n % STAGES) * SG_TILE * KS;
+        float acc[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KP / 8; ks++) {
+            const float *r = sT + (warp * 16 + g) * KS + ks * 8 + 2 * t;
+            unsigned lo[2], hi[2];
+            elan_ld_tf32x2(lo, r);
+            elan_ld_tf32x2(hi, r + 8 * KS);
+            const unsigned af[4] = {lo[0], hi[0], lo[1], hi[1]};
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                unsigned b[2];
+                elan_ld_tf32x2(b, sW + (nt * 8 + g) * KS + ks * 8 + 2 * t);
+                elan_mma_tf32(acc[nt], af, b);
+            }
+        }
+        if (a.mode == 1)
+            sg_epilogue<N, NT, true>(a, p0, warp, g, t, acc, xv);
+        else
+            sg_epilogue<N, NT, false>(a, p0, warp, g, t, acc, xv);
     }
 }
 
 typedef void (*sg_fn)(elan_cuda_shift_gemm_args, int);
 
-static sg_fn sg_pick(int K, int N, size_t *smem) {
-    if (K == 60 && N == 120) {
+template <int K, int N, int STAGES, bool FIX>
+static constexpr size_t sg_async_smem() {
+    typedef sg_shape<K, N> S;
+    return ((size_t)STAGES * SG_TILE * S::KS + (size_t)S::NT * 8 * S::KS + (FIX ? S::KP : 0)) * sizeof(float) +
+           (size_t)S::Q * 8 + (size_t)STAGES * SG_TILE * 4;
+}
+
+/* The kernel for (K, N): the cp.async ones (async: the input is tf32 already and has no in_bias, so the copies
+   need no fix-up), or with regs the register-staged ones (ELANSR_CUDA_SHIFT_GEMM=regs; kept as the reference
+   the cp.async ones were measured against). */
+static sg_fn sg_pick(int K, int N, int async, int regs, size_t *smem) {
+    if (K == 60 && N == 120) { /* the cp.async kernel with its fix-up pass measured slower here (0.201 against
+                                     0.187 ms at 960x544): the first conv keeps the register-staged one */
         *smem = sg_shape<60, 120>::SMEM;
         return shift_gemm_kernel<60, 120, false>;
     }
     if (K == 120 && N == 60) {
-        *smem = sg_shape<120, 60>::SMEM;
-        return shift_gemm_kernel<120, 60, true>;
+        if (regs) {
+            *smem = sg_shape<120, 60>::SMEM;
+            return shift_gemm_kernel<120, 60, true>;
+        }
+        *smem = async ? sg_async_smem<120, 60, 3, false>() : sg_async_smem<120, 60, 3, true>();
+        return async ? shift_gemm_async_kernel<120, 60, 3, false, 1> : shift_gemm_async_kernel<120, 60, 3, true, 1>;
     }
     return NULL;
 }
 
+static int sg_regs(void) {
+    const char *e = getenv("ELANSR_CUDA_SHIFT_GEMM"); /* read per launch: the dev check times both in one process */
+    return e && !strcmp(e, "regs");
+}
+
 extern "C" int elan_cuda_shift_gemm_supported(int K, int N) {
     size_t smem;
-    return sg_pick(K, N, &smem) ? 0 : -1;
+    return sg_pick(K, N, 0, 0, &smem) ? 0 : -1;
 }
 
 extern "C" cudaError_t elan_cuda_shift_gemm_prepare(int K, int N) {
     size_t smem;
-    sg_fn f = sg_pick(K, N, &smem);
-    if (!f) return cudaErrorInvalidValue;
-    return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    for (int v = 0; v < 4; v++) { /* every variant: which one runs is decided per launch */
+        sg_fn f = sg_pick(K, N, v & 1, v >> 1, &smem);
+        if (!f) return cudaErrorInvalidValue;
+        const cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
 }
 
 extern "C" cudaError_t elan_cuda_shift_gemm(const elan_cuda_shift_gemm_args *a, cudaStream_t s) {
     size_t smem;
-    sg_fn f = sg_pick(a->K, a->N, &smem);
+    sg_fn f = sg_pick(a->K, a->N, a->in_tf32 && !a->in_bias, sg_regs(), &smem);
     const long long P = (long long)a->n * a->Hp * a->Wp;
     /* tiles of 128 whole pixels; 16-byte rows; taps constant over runs of 4 (the caller's promise) */
     if (!f || P % SG_TILE || P > 0x7fffffffLL || ((size_t)a->in & 15) || ((size_t)a->out & 15) ||
