@@ -105,6 +105,31 @@ static __device__ __forceinline__ void sg_store(float *sS, const float *sInb, co
     }
 }
 
+/* The warp's m16 tile of rows 16 warp.. of the staged tile sT times all N columns of the weights sW: mma.sync
+   m16n8k8.tf32 from zero accumulators, every fragment pair one 8-byte shared load (the column permutation). */
+template <int K, int N>
+static __device__ __forceinline__ void sg_mma(const float *sT, const float *sW, int warp, int g, int t,
+                                              float (&acc)[sg_shape<K, N>::NT][4]) {
+    typedef sg_shape<K, N> S;
+    constexpr int KP = S::KP, KS = S::KS, NT = S::NT;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < KP / 8; ks++) {
+        const float *r = sT + (warp * 16 + g) * KS + ks * 8 + 2 * t;
+        unsigned lo[2], hi[2];
+        elan_ld_tf32x2(lo, r);
+        elan_ld_tf32x2(hi, r + 8 * KS);
+        const unsigned af[4] = {lo[0], hi[0], lo[1], hi[1]};
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            unsigned b[2];
+            elan_ld_tf32x2(b, sW + (nt * 8 + g) * KS + ks * 8 + 2 * t);
+            elan_mma_tf32(acc[nt], af, b);
+        }
+    }
+}
+
 /* Epilogue straight from the accumulators: lane (g, t) holds channels 8 nt + 2t, + 1 of rows g and g + 8 of the
    warp's m16 tile. Mode 0: + bias, relu (and, with a.out_tf32, rounded to tf32 for the next pass); mode 1: added
    to out in place (+ bias if given), out's values taken from xv when PRE (loaded by the caller). */
@@ -184,22 +209,7 @@ static __global__ void __launch_bounds__(SG_THREADS, 2) shift_gemm_kernel(elan_c
         }
 
         float acc[NT][4];
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-#pragma unroll
-        for (int ks = 0; ks < KP / 8; ks++) {
-            const float *r = sS + (warp * 16 + g) * KS + ks * 8 + 2 * t;
-            unsigned lo[2], hi[2];
-            elan_ld_tf32x2(lo, r);
-            elan_ld_tf32x2(hi, r + 8 * KS);
-            const unsigned af[4] = {lo[0], hi[0], lo[1], hi[1]};
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                unsigned b[2];
-                elan_ld_tf32x2(b, sW + (nt * 8 + g) * KS + ks * 8 + 2 * t);
-                elan_mma_tf32(acc[nt], af, b);
-            }
-        }
+        sg_mma<K, N>(sS, sW, warp, g, t, acc);
 
         float2 xv[2][NT]; /* unused (PRE false) */
         sg_epilogue<N, NT, false>(a, p0, warp, g, t, acc, xv);
@@ -323,22 +333,7 @@ static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_async_kern
         }
         const float *sT = sS + (n % STAGES) * SG_TILE * KS;
         float acc[NT][4];
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-#pragma unroll
-        for (int ks = 0; ks < KP / 8; ks++) {
-            const float *r = sT + (warp * 16 + g) * KS + ks * 8 + 2 * t;
-            unsigned lo[2], hi[2];
-            elan_ld_tf32x2(lo, r);
-            elan_ld_tf32x2(hi, r + 8 * KS);
-            const unsigned af[4] = {lo[0], hi[0], lo[1], hi[1]};
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                unsigned b[2];
-                elan_ld_tf32x2(b, sW + (nt * 8 + g) * KS + ks * 8 + 2 * t);
-                elan_mma_tf32(acc[nt], af, b);
-            }
-        }
+        sg_mma<K, N>(sT, sW, warp, g, t, acc);
         if (a.mode == 1)
             sg_epilogue<N, NT, true>(a, p0, warp, g, t, acc, xv);
         else
