@@ -154,6 +154,93 @@ static elan_cuda_tail_args tail_args(const dev_data &d, int act, int mma, int n,
     return a;
 }
 
+/* Checks a tensor-core tail's output got (GUARD sentinels on both sides) against the double reference from its
+   rounded operands (s_at(base, c): s in fp32 as the kernel forms it, base the pixel's first element; rnd: the
+   kernel's rounding of s and of the weights w) and against the fp32 tail's output old, on every stride-th LR
+   pixel; every element must be written. Tolerances (opening comment): 1e-4 + rel_ref S against the reference (0
+   when exact), 8 u R + rel_old S + 1e-3 against the fp32 tail. Sets the worst err / tol of both, returns the
+   number of bad values. */
+template <typename SumAt>
+static long long compare_tail(const char *what, const std::vector<float> &got, const std::vector<float> &old,
+                              const std::vector<float> &w, const std::vector<float> &b, SumAt s_at, float (*rnd)(float),
+                              double rel_ref, double rel_old, int exact, int n, int Hp, int Wp, int H, int W, int C, int S,
+                              int stride, double *wr_out, double *wo_out, long long *checked_out) {
+    long long bad = 0, checked = 0;
+    const int nout = 3 * S * S, npad = elan_cuda_tail_nout_pad(S);
+    const size_t nout_el = (size_t)n * 3 * H * S * W * S, OH = (size_t)H * S, OW = (size_t)W * S;
+    auto report = [&](const char *kind, long long i, double g, double r, double tol) {
+        if (bad < 5) fprintf(stderr, "  MISMATCH %s: %s at %lld: got %.9g ref %.9g (tol %.3g)\n", what, kind, i, g, r, tol);
+        bad++;
+    };
+    for (size_t i = 0; i < GUARD; i++) {
+        uint32_t u;
+        memcpy(&u, &got[i], 4);
+        if (u != SENT) report("guard before", (long long)i - GUARD, got[i], 0, 0);
+        memcpy(&u, &got[GUARD + nout_el + i], 4);
+        if (u != SENT) report("guard after", (long long)i, got[GUARD + nout_el + i], 0, 0);
+    }
+
+    /* rounded weights of the reference, [tap][o][c] */
+    std::vector<double> wt((size_t)9 * nout * C), w32((size_t)9 * nout * C);
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < 9; t++)
+            for (int o = 0; o < nout; o++) {
+                const float v = w[((size_t)c * 9 + t) * npad + o];
+                wt[((size_t)t * nout + o) * C + c] = rnd(v);
+                w32[((size_t)t * nout + o) * C + c] = v;
+            }
+    std::vector<double> r(nout), S_(nout), R2(nout), st(C), s32(C);
+    double wr = 0.0, wo = 0.0;
+    const long long lr_px = (long long)n * H * W;
+    for (long long p = 0; p < lr_px; p += stride) {
+        const int img = (int)(p / ((long long)H * W)), y = (int)(p / W % H), x = (int)(p % W);
+        for (int o = 0; o < nout; o++) r[o] = b[o], S_[o] = fabs((double)b[o]), R2[o] = 0.0;
+        for (int t = 0; t < 9; t++) {
+            const int py = y + t / 3 - 1, px = x + t % 3 - 1;
+            if (py < 0 || py >= Hp || px < 0 || px >= Wp) continue;
+            const size_t base = (((size_t)img * Hp + py) * Wp + px) * C;
+            for (int c = 0; c < C; c++) {
+                const float sum = s_at(base, c); /* fp32, as the kernel */
+                st[c] = rnd(sum);
+                s32[c] = sum;
+            }
+            for (int o = 0; o < nout; o++) {
+                const double *at_ = &wt[((size_t)t * nout + o) * C], *a32 = &w32[((size_t)t * nout + o) * C];
+                double acc = 0.0, abs_ = 0.0, sq = 0.0;
+                for (int c = 0; c < C; c++) {
+                    const double term = at_[c] * st[c], t32 = a32[c] * s32[c];
+                    acc += term, abs_ += fabs(term), sq += t32 * t32;
+                }
+                r[o] += acc, S_[o] += abs_, R2[o] += sq;
+            }
+        }
+        for (int o = 0; o < nout; o++) {
+            const int c = o / (S * S), i = o / S % S, j = o % S;
+            const size_t e = GUARD + (((size_t)img * 3 + c) * OH + (size_t)y * S + i) * OW + (size_t)x * S + j;
+            const double g = got[e], go = old[e];
+            const double tol = exact ? 0.0 : 1e-4 + rel_ref * S_[o];
+            const double tol_old = 8.0 * (1.0 / 2048.0) * sqrt(R2[o]) + rel_old * S_[o] + 1e-3;
+            checked++;
+            if (!exact) wr = std::max(wr, fabs(g - r[o]) / tol);
+            wo = std::max(wo, fabs(g - go) / tol_old);
+            if (!(fabs(g - r[o]) <= tol)) report("vs reference", (long long)e - GUARD, g, r[o], tol);
+            if (!(fabs(g - go) <= tol_old)) report("vs fp32 tail", (long long)e - GUARD, g, go, tol_old);
+        }
+    }
+    long long unwritten = 0;
+    for (size_t e = 0; e < nout_el; e++) {
+        uint32_t u;
+        memcpy(&u, &got[GUARD + e], 4);
+        if (u == SENT) unwritten++;
+    }
+    if (unwritten) {
+        fprintf(stderr, "  %s: %lld output elements unwritten\n", what, unwritten);
+        bad += unwritten;
+    }
+    *wr_out = wr, *wo_out = wo, *checked_out = checked;
+    return bad;
+}
+
 /* One case: both tails, compared on every `stride`-th LR pixel (in n, y, x order), guards on all. */
 static void run_case(int act, int S, int C, int n, int Hp, int Wp, int H, int W, int stride) {
     char what[160];
@@ -167,85 +254,17 @@ static void run_case(int act, int S, int C, int n, int Hp, int Wp, int H, int W,
     CK(elan_cuda_tail_mma(&am, 0));
     CK(elan_cuda_tail(&ao, 0));
     CK(cudaDeviceSynchronize());
-    const int nout = 3 * S * S, npad = elan_cuda_tail_nout_pad(S);
-    const size_t OH = (size_t)H * S, OW = (size_t)W * S, nout_el = (size_t)n * 3 * OH * OW;
+    const size_t nout_el = (size_t)n * 3 * H * S * W * S;
     std::vector<float> got(nout_el + 2 * GUARD), old(nout_el + 2 * GUARD);
     CK(cudaMemcpy(got.data(), d.out, got.size() * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(old.data(), d.out_old, old.size() * 4, cudaMemcpyDeviceToHost));
     release(d);
 
-    long long bad = 0, checked = 0;
-    auto report = [&](const char *kind, long long i, double g, double r, double tol) {
-        if (bad < 5) fprintf(stderr, "  MISMATCH %s: %s at %lld: got %.6g ref %.6g (tol %.3g)\n", what, kind, i, g, r, tol);
-        bad++;
-    };
-    for (size_t i = 0; i < GUARD; i++) {
-        uint32_t u;
-        memcpy(&u, &got[i], 4);
-        if (u != SENT) report("guard before", (long long)i - GUARD, got[i], 0, 0);
-        memcpy(&u, &got[GUARD + nout_el + i], 4);
-        if (u != SENT) report("guard after", (long long)i, got[GUARD + nout_el + i], 0, 0);
-    }
-
-    /* fp16 weights of the reference, [tap][o][c] */
-    std::vector<double> w16((size_t)9 * nout * C), w32((size_t)9 * nout * C);
-    for (int c = 0; c < C; c++)
-        for (int t = 0; t < 9; t++)
-            for (int o = 0; o < nout; o++) {
-                const float v = h.w[((size_t)c * 9 + t) * npad + o];
-                w16[((size_t)t * nout + o) * C + c] = round16(v);
-                w32[((size_t)t * nout + o) * C + c] = v;
-            }
-    std::vector<double> r(nout), S_(nout), R2(nout), s16(C), s32(C);
     double wr = 0.0, wo = 0.0;
-    const long long lr_px = (long long)n * H * W;
-    for (long long p = 0; p < lr_px; p += stride) {
-        const int img = (int)(p / ((long long)H * W)), y = (int)(p / W % H), x = (int)(p % W);
-        for (int o = 0; o < nout; o++) r[o] = h.b[o], S_[o] = fabs((double)h.b[o]), R2[o] = 0.0;
-        for (int t = 0; t < 9; t++) {
-            const int py = y + t / 3 - 1, px = x + t % 3 - 1;
-            if (py < 0 || py >= Hp || px < 0 || px >= Wp) continue;
-            const size_t base = (((size_t)img * Hp + py) * Wp + px) * C;
-            for (int c = 0; c < C; c++) {
-                const float xs = from_bits(h.xh[base + c], act);
-                const float sum = xs + h.hb[base + c]; /* fp32, as the kernel */
-                s16[c] = round16(sum);
-                s32[c] = sum;
-            }
-            for (int o = 0; o < nout; o++) {
-                const double *a16 = &w16[((size_t)t * nout + o) * C], *a32 = &w32[((size_t)t * nout + o) * C];
-                double acc = 0.0, abs_ = 0.0, sq = 0.0;
-                for (int c = 0; c < C; c++) {
-                    const double term = a16[c] * s16[c], t32 = a32[c] * s32[c];
-                    acc += term, abs_ += fabs(term), sq += t32 * t32;
-                }
-                r[o] += acc, S_[o] += abs_, R2[o] += sq;
-            }
-        }
-        for (int o = 0; o < nout; o++) {
-            const int c = o / (S * S), i = o / S % S, j = o % S;
-            const size_t e = GUARD + (((size_t)img * 3 + c) * OH + (size_t)y * S + i) * OW + (size_t)x * S + j;
-            const double g = got[e], go = old[e];
-            const double tol = 1e-4 + 1e-5 * S_[o];
-            const double tol_old = 8.0 * (1.0 / 2048.0) * sqrt(R2[o]) + 2e-5 * S_[o] + 1e-3;
-            checked++;
-            wr = std::max(wr, fabs(g - r[o]) / tol);
-            wo = std::max(wo, fabs(g - go) / tol_old);
-            if (!(fabs(g - r[o]) <= tol)) report("vs reference", (long long)e - GUARD, g, r[o], tol);
-            if (!(fabs(g - go) <= tol_old)) report("vs fp32 tail", (long long)e - GUARD, g, go, tol_old);
-        }
-    }
-    /* every output element written (the sampled cases: all, not only the compared ones) */
-    long long unwritten = 0;
-    for (size_t e = 0; e < nout_el; e++) {
-        uint32_t u;
-        memcpy(&u, &got[GUARD + e], 4);
-        if (u == SENT) unwritten++;
-    }
-    if (unwritten) {
-        fprintf(stderr, "  %s: %lld output elements unwritten\n", what, unwritten);
-        bad += unwritten;
-    }
+    long long checked = 0;
+    const long long bad = compare_tail(
+        what, got, old, h.w, h.b, [&](size_t base, int c) { return from_bits(h.xh[base + c], act) + h.hb[base + c]; },
+        round16, 1e-5, 2e-5, 0, n, Hp, Wp, H, W, C, S, stride, &wr, &wo, &checked);
     worst_ref = std::max(worst_ref, wr);
     worst_old = std::max(worst_old, wo);
     if (bad) {
@@ -374,83 +393,18 @@ static void run_case_tf32(int S, int C, int n, int Hp, int Wp, int H, int W, int
     CK(elan_cuda_tail_tf32(&at, 0));
     CK(elan_cuda_tail(&ao, 0));
     CK(cudaDeviceSynchronize());
-    const int nout = 3 * S * S, npad = elan_cuda_tail_nout_pad(S);
-    const size_t OH = (size_t)H * S, OW = (size_t)W * S, nout_el = (size_t)n * 3 * OH * OW;
+    const size_t nout_el = (size_t)n * 3 * H * S * W * S;
     std::vector<float> got(nout_el + 2 * GUARD), old(nout_el + 2 * GUARD);
     CK(cudaMemcpy(got.data(), d.out, got.size() * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(old.data(), d.out_old, old.size() * 4, cudaMemcpyDeviceToHost));
     release_tf32(d);
 
-    long long bad = 0, checked = 0;
-    auto report = [&](const char *kind, long long i, double g, double r, double tol) {
-        if (bad < 5) fprintf(stderr, "  MISMATCH %s: %s at %lld: got %.9g ref %.9g (tol %.3g)\n", what, kind, i, g, r, tol);
-        bad++;
-    };
-    for (size_t i = 0; i < GUARD; i++) {
-        uint32_t u;
-        memcpy(&u, &got[i], 4);
-        if (u != SENT) report("guard before", (long long)i - GUARD, got[i], 0, 0);
-        memcpy(&u, &got[GUARD + nout_el + i], 4);
-        if (u != SENT) report("guard after", (long long)i, got[GUARD + nout_el + i], 0, 0);
-    }
-
-    /* tf32 weights of the reference, [tap][o][c] */
-    std::vector<double> wt((size_t)9 * nout * C), w32((size_t)9 * nout * C);
-    for (int c = 0; c < C; c++)
-        for (int t = 0; t < 9; t++)
-            for (int o = 0; o < nout; o++) {
-                const float v = h.w[((size_t)c * 9 + t) * npad + o];
-                wt[((size_t)t * nout + o) * C + c] = round_tf32(v);
-                w32[((size_t)t * nout + o) * C + c] = v;
-            }
-    std::vector<double> r(nout), S_(nout), R2(nout), st(C), s32(C);
     double wr = 0.0, wo = 0.0;
-    const long long lr_px = (long long)n * H * W;
-    for (long long p = 0; p < lr_px; p += stride) {
-        const int img = (int)(p / ((long long)H * W)), y = (int)(p / W % H), x = (int)(p % W);
-        for (int o = 0; o < nout; o++) r[o] = h.b[o], S_[o] = fabs((double)h.b[o]), R2[o] = 0.0;
-        for (int t = 0; t < 9; t++) {
-            const int py = y + t / 3 - 1, px = x + t % 3 - 1;
-            if (py < 0 || py >= Hp || px < 0 || px >= Wp) continue;
-            const size_t base = (((size_t)img * Hp + py) * Wp + px) * C;
-            for (int c = 0; c < C; c++) {
-                const float sum = (h.x[base + c] + (xbias ? h.xb[c] : 0.0f)) + h.hb[base + c]; /* fp32, as the kernel */
-                st[c] = round_tf32(sum);
-                s32[c] = sum;
-            }
-            for (int o = 0; o < nout; o++) {
-                const double *at_ = &wt[((size_t)t * nout + o) * C], *a32 = &w32[((size_t)t * nout + o) * C];
-                double acc = 0.0, abs_ = 0.0, sq = 0.0;
-                for (int c = 0; c < C; c++) {
-                    const double term = at_[c] * st[c], t32 = a32[c] * s32[c];
-                    acc += term, abs_ += fabs(term), sq += t32 * t32;
-                }
-                r[o] += acc, S_[o] += abs_, R2[o] += sq;
-            }
-        }
-        for (int o = 0; o < nout; o++) {
-            const int c = o / (S * S), i = o / S % S, j = o % S;
-            const size_t e = GUARD + (((size_t)img * 3 + c) * OH + (size_t)y * S + i) * OW + (size_t)x * S + j;
-            const double g = got[e], go = old[e];
-            const double tol = exact ? 0.0 : 1e-4 + 3e-5 * S_[o];
-            const double tol_old = 8.0 * (1.0 / 2048.0) * sqrt(R2[o]) + 3e-5 * S_[o] + 1e-3;
-            checked++;
-            if (!exact) wr = std::max(wr, fabs(g - r[o]) / tol);
-            wo = std::max(wo, fabs(g - go) / tol_old);
-            if (!(fabs(g - r[o]) <= tol)) report("vs reference", (long long)e - GUARD, g, r[o], tol);
-            if (!(fabs(g - go) <= tol_old)) report("vs fp32 tail", (long long)e - GUARD, g, go, tol_old);
-        }
-    }
-    long long unwritten = 0;
-    for (size_t e = 0; e < nout_el; e++) {
-        uint32_t u;
-        memcpy(&u, &got[GUARD + e], 4);
-        if (u == SENT) unwritten++;
-    }
-    if (unwritten) {
-        fprintf(stderr, "  %s: %lld output elements unwritten\n", what, unwritten);
-        bad += unwritten;
-    }
+    long long checked = 0;
+    const long long bad = compare_tail(
+        what, got, old, h.w, h.b,
+        [&](size_t base, int c) { return (h.x[base + c] + (xbias ? h.xb[c] : 0.0f)) + h.hb[base + c]; }, round_tf32,
+        3e-5, 3e-5, exact, n, Hp, Wp, H, W, C, S, stride, &wr, &wo, &checked);
     worst_ref_tf32 = std::max(worst_ref_tf32, wr);
     worst_old_tf32 = std::max(worst_old_tf32, wo);
     if (bad) {
