@@ -1,6 +1,8 @@
 // kernel: src/cuda/gmsa.cu src/cuda/pointwise.cu
 /* check_attn_proj.cu — elan_cuda_attn3 with GMSA's project_inp fused (x != NULL) against a CPU reference and
-   against the unfused path (elan_cuda_pw writes project_inp's output g, elan_cuda_attn3 reads it), then timed.
+   against the unfused path (elan_cuda_pw writes project_inp's output g, elan_cuda_attn3 reads it), then timed;
+   and the whole GMSA in one kernel (elan_cuda_gmsa, unshifted blocks) against a CPU reference and against
+   elan_cuda_attn3 + elan_cuda_pw (project_out and the residual), then timed beside them.
 
    Shapes as in ELAN-light and cuda_backend.cu: C = 60 channels, three groups of k = 20 with windows 4, 8, 16.
    A computing GMSA takes group gi's q rows gi*2k.. and v rows gi*2k+k.. of pin_w ([2C][C]) and leaves q (fp16) in
@@ -132,13 +134,10 @@ static double tol_of(int act, double ref) {
     return act == ELAN_ACT_BF16 ? 3e-2 + 1e-2 * fabs(ref) : 8e-3 + 3e-3 * fabs(ref);
 }
 
-/* y (all three groups) against softmax_rows(q q^T) v in double from the fp16 operands q, v (P x C, group gi at
-   column gi*k). Returns the number of elements outside the tolerance. */
-template <typename T>
-static long long check_y(const std::vector<T> &y, const std::vector<float> &q, const std::vector<float> &v, int n,
-                         int Hp, int Wp, int shifted, int act, const char *what, double *maxerr, double *maxref) {
-    long long bad = 0;
-    *maxerr = *maxref = 0.0;
+/* softmax_rows(q q^T) v in double for every pixel and group (column gi*k + c), from the operands q, v (P x C). */
+static std::vector<double> ref_y(const std::vector<float> &q, const std::vector<float> &v, int n, int Hp, int Wp,
+                                 int shifted) {
+    std::vector<double> yr((size_t)n * Hp * Wp * C);
     long long pix[256];
     std::vector<double> s(256);
     for (int gi = 0; gi < 3; gi++) {
@@ -156,14 +155,26 @@ static long long check_y(const std::vector<T> &y, const std::vector<float> &q, c
                 for (int c = 0; c < K; c++) {
                     double acc = 0;
                     for (int j = 0; j < T2; j++) acc += s[j] * v[pix[j] * C + gi * K + c];
-                    acc /= l;
-                    const double got = h2f(y[pix[i] * C + gi * K + c]), err = fabs(got - acc);
-                    *maxerr = std::max(*maxerr, err), *maxref = std::max(*maxref, fabs(acc));
-                    if (!(err <= tol_of(act, acc)) && bad++ < 5)
-                        printf("  %s: ws %d win %lld token %d ch %d: got %g want %g\n", what, ws, win, i, c, got, acc);
+                    yr[pix[i] * C + gi * K + c] = acc / l;
                 }
             }
         }
+    }
+    return yr;
+}
+
+/* y (all three groups) against ref_y. Returns the number of elements outside the tolerance. */
+template <typename T>
+static long long check_y(const std::vector<T> &y, const std::vector<float> &q, const std::vector<float> &v, int n,
+                         int Hp, int Wp, int shifted, int act, const char *what, double *maxerr, double *maxref) {
+    const std::vector<double> yr = ref_y(q, v, n, Hp, Wp, shifted);
+    long long bad = 0;
+    *maxerr = *maxref = 0.0;
+    for (size_t e = 0; e < yr.size(); e++) {
+        const double want = yr[e], got = h2f(y[e]), err = fabs(got - want);
+        *maxerr = std::max(*maxerr, err), *maxref = std::max(*maxref, fabs(want));
+        if (!(err <= tol_of(act, want)) && bad++ < 5)
+            printf("  %s: pixel %zu group %zu ch %zu: got %g want %g\n", what, e / C, e % C / K, e % K, got, want);
     }
     return bad;
 }
@@ -347,6 +358,183 @@ static void time_case(int act) {
     cudaFree(dw1), cudaFree(dw2), cudaFree(db1), cudaFree(db2), cudaFree(dg), cudaFree(dy), cudaFree(dq);
 }
 
+/* x_out of the whole GMSA against x + bo + wo yr in double (yr: ref_y). Tolerance per element: the rounding of
+   x_out to the storage type (1 ulp) plus y's tolerance carried through wo (sum over c of |wo[n][c]| tol_of(y_c)). */
+template <typename T>
+static long long check_x(const std::vector<T> &xo, const std::vector<T> &x, const std::vector<T> &wo,
+                         const std::vector<float> &bo, const std::vector<double> &yr, int act, const char *what,
+                         double *maxerr) {
+    long long bad = 0;
+    *maxerr = 0.0;
+    const double ulp = act == ELAN_ACT_BF16 ? 1.0 / 128 : 1.0 / 1024;
+    for (size_t p = 0; p < xo.size() / C; p++)
+        for (int o = 0; o < C; o++) {
+            double want = h2f(x[p * C + o]) + bo[o], tol = 0;
+            for (int c = 0; c < C; c++) {
+                const double w = h2f(wo[(size_t)o * C + c]);
+                want += w * yr[p * C + c];
+                tol += fabs(w) * tol_of(act, yr[p * C + c]);
+            }
+            tol += ulp * fabs(want);
+            const double got = h2f(xo[p * C + o]), err = fabs(got - want);
+            *maxerr = std::max(*maxerr, err);
+            if (!(err <= tol) && bad++ < 5)
+                printf("  %s: pixel %zu ch %d: got %g want %g (tol %.3g)\n", what, p, o, got, want, tol);
+        }
+    return bad;
+}
+
+/* The whole GMSA (unshifted): computing, then reusing (q from the computing run's q_out). */
+template <typename T>
+static int run_gmsa_case(int n, int Hp, int Wp, int act) {
+    const long long P = (long long)n * Hp * Wp;
+    const size_t esz = sizeof(T);
+    char tag[64];
+    snprintf(tag, sizeof tag, "%s n %d %3dx%-3d gmsa   ", act == ELAN_ACT_F16 ? "fp16" : "bf16", n, Wp, Hp);
+    std::vector<T> x((size_t)P * C), w1(2 * C * C), w2(C * C), wo(C * C), xo((size_t)P * C), xu((size_t)P * C),
+        xk((size_t)P * C);
+    std::vector<float> b1(2 * C), b2(C), bo(C);
+    std::vector<__half> qo((size_t)P * C), qa((size_t)P * C), qo2((size_t)P * C);
+    for (auto &v : x) v = f2h<T>(2.0f * frand());
+    fill(w1, w2, b1, b2);
+    for (auto &v : wo) v = f2h<T>(0.25f * frand());
+    for (auto &v : bo) v = 0.5f * frand();
+    T *dx = upload(x), *dw1 = upload(w1), *dw2 = upload(w2), *dwo = upload(wo), *dxu;
+    float *db1 = upload(b1), *db2 = upload(b2), *dbo = upload(bo);
+    CK(cudaMalloc(&dxu, x.size() * esz));
+    gbuf gxo = gbuf_new(xo.size() * esz), gq = gbuf_new(qo.size() * 2), gqa = gbuf_new(qo.size() * 2),
+         gy = gbuf_new(xo.size() * esz);
+    elan_cuda_gmsa_args gc, gr;
+    make_args(gc.g, act, esz, dx, dw1, db1, (__half *)gq.p, 1, NULL, NULL, n, Hp, Wp, 0);
+    make_args(gr.g, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, NULL, n, Hp, Wp, 0);
+    gc.wo = gr.wo = dwo, gc.bo = gr.bo = dbo, gc.x_out = gr.x_out = gxo.p;
+    int fails = 0;
+    double me;
+
+    /* computing; x_out and q_out start as NaN: an unwritten element fails */
+    CK(cudaMemset(gxo.p, 0xff, gxo.bytes));
+    CK(cudaMemset(gq.p, 0xff, gq.bytes));
+    CK(elan_cuda_gmsa(&gc, 0));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(xo.data(), gxo.p, gxo.bytes, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(qo.data(), gq.p, gq.bytes, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(xk.data(), dx, x.size() * esz, cudaMemcpyDeviceToHost));
+    const int x_kept = memcmp(xk.data(), x.data(), x.size() * esz) == 0;
+    if (!x_kept) printf("  the GMSA changed its input x\n");
+    /* q_out: the same projection code as attn3's, so the same bits */
+    elan_cuda_attn_args ac[3];
+    make_args(ac, act, esz, dx, dw1, db1, (__half *)gqa.p, 1, NULL, gy.p, n, Hp, Wp, 0);
+    CK(cudaMemset(gqa.p, 0xff, gqa.bytes));
+    CK(elan_cuda_attn3(ac, 0));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(qa.data(), gqa.p, gqa.bytes, cudaMemcpyDeviceToHost));
+    const int q_same = memcmp(qo.data(), qa.data(), gq.bytes) == 0;
+    if (!q_same) printf("  q_out differs from elan_cuda_attn3's\n");
+    std::vector<float> qk((size_t)P * C);
+    for (size_t i = 0; i < qo.size(); i++) qk[i] = __half2float(qo[i]);
+    const std::vector<double> yc = ref_y(qk, project(x, w1, b1, 2 * K, K, P), n, Hp, Wp, 0);
+    long long bad = check_x(xo, x, wo, bo, yc, act, "gmsa computing", &me);
+    /* against attn3 (y, just computed) + pw: x_unfused = x + bo + wo y */
+    elan_cuda_pw_args pw;
+    memset(&pw, 0, sizeof pw);
+    pw.in = gy.p, pw.in_stride = C, pw.w = dwo, pw.b = dbo, pw.cin = C, pw.cout = C, pw.xh = dxu, pw.x_stride = C;
+    pw.act = act, pw.P = P;
+    CK(cudaMemcpy(dxu, dx, x.size() * esz, cudaMemcpyDeviceToDevice));
+    CK(elan_cuda_pw(&pw, 0));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(xu.data(), dxu, x.size() * esz, cudaMemcpyDeviceToHost));
+    long long bad_u = check_x(xu, x, wo, bo, yc, act, "attn3 + pw", &me);
+    double du = 0;
+    long long same = 0;
+    for (size_t i = 0; i < xo.size(); i++) {
+        du = std::max(du, (double)fabs(h2f(xo[i]) - h2f(xu[i])));
+        same += memcmp(&xo[i], &xu[i], esz) == 0;
+    }
+    int ok = !bad && !bad_u && x_kept && q_same && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out");
+    printf("%s %s computing: x_out max|err| %.3g, %lld bad; attn3 + pw %lld bad; gmsa - (attn3 + pw) max %.3g, "
+           "%.2f%% identical\n",
+           ok ? "PASS" : "FAIL", tag, me, bad, bad_u, du, 100.0 * same / xo.size());
+    fails += !ok;
+
+    /* reusing */
+    CK(cudaMemset(gxo.p, 0xff, gxo.bytes));
+    CK(elan_cuda_gmsa(&gr, 0));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(xo.data(), gxo.p, gxo.bytes, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(qo2.data(), gq.p, gq.bytes, cudaMemcpyDeviceToHost));
+    const int q_kept = memcmp(qo.data(), qo2.data(), gq.bytes) == 0;
+    if (!q_kept) printf("  the reusing run changed q_out\n");
+    const std::vector<double> yr = ref_y(qk, project(x, w2, b2, K, 0, P), n, Hp, Wp, 0);
+    bad = check_x(xo, x, wo, bo, yr, act, "gmsa reusing", &me);
+    ok = !bad && q_kept && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out");
+    printf("%s %s reusing  : x_out max|err| %.3g, %lld bad\n", ok ? "PASS" : "FAIL", tag, me, bad);
+    fails += !ok;
+    cudaFree(dx), cudaFree(dw1), cudaFree(dw2), cudaFree(dwo), cudaFree(dxu), cudaFree(db1), cudaFree(db2),
+        cudaFree(dbo);
+    cudaFree(gxo.base), cudaFree(gq.base), cudaFree(gqa.base), cudaFree(gy.base);
+    return fails;
+}
+
+/* 960 x 544: the whole GMSA against attn3 (project_inp fused) + pw (project_out, residual), x rotated over NB
+   buffers, computing and reusing, alternated twice. */
+template <typename T>
+static void time_gmsa(int act) {
+    enum { NB = 3 };
+    const int n = 1, Hp = 544, Wp = 960;
+    const long long P = (long long)n * Hp * Wp;
+    const size_t esz = sizeof(T);
+    std::vector<T> x((size_t)P * C), w1(2 * C * C), w2(C * C), wo(C * C);
+    std::vector<float> b1(2 * C), b2(C), bo(C);
+    for (auto &v : x) v = f2h<T>(2.0f * frand());
+    fill(w1, w2, b1, b2);
+    for (auto &v : wo) v = f2h<T>(0.25f * frand());
+    for (auto &v : bo) v = 0.5f * frand();
+    T *dx[NB], *dw1 = upload(w1), *dw2 = upload(w2), *dwo = upload(wo), *dy, *dxo, *dxs;
+    float *db1 = upload(b1), *db2 = upload(b2), *dbo = upload(bo);
+    __half *dq;
+    for (int i = 0; i < NB; i++) dx[i] = upload(x);
+    CK(cudaMalloc(&dy, (size_t)P * C * esz));
+    CK(cudaMalloc(&dxo, (size_t)P * C * esz));
+    CK(cudaMalloc(&dxs, (size_t)P * C * esz));
+    CK(cudaMemcpy(dxs, dx[0], (size_t)P * C * esz, cudaMemcpyDeviceToDevice));
+    CK(cudaMalloc(&dq, (size_t)P * C * 2));
+    elan_cuda_gmsa_args gc[NB], gr[NB];
+    elan_cuda_attn_args ac[NB][3], ar[NB][3];
+    for (int i = 0; i < NB; i++) {
+        make_args(gc[i].g, act, esz, dx[i], dw1, db1, dq, 1, NULL, NULL, n, Hp, Wp, 0);
+        make_args(gr[i].g, act, esz, dx[i], dw2, db2, dq, 0, NULL, NULL, n, Hp, Wp, 0);
+        gc[i].wo = gr[i].wo = dwo, gc[i].bo = gr[i].bo = dbo, gc[i].x_out = gr[i].x_out = dxo;
+        make_args(ac[i], act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, 0);
+        make_args(ar[i], act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, 0);
+    }
+    elan_cuda_pw_args pw; /* residual mode into a scratch copy of x (in place there, never read by the attention) */
+    memset(&pw, 0, sizeof pw);
+    pw.in = dy, pw.in_stride = C, pw.w = dwo, pw.b = dbo, pw.cin = C, pw.cout = C, pw.xh = dxs, pw.x_stride = C;
+    pw.act = act, pw.P = P;
+    CK(elan_cuda_gmsa(&gc[0], 0)); /* the q the reusing runs read */
+    CK(cudaDeviceSynchronize());
+    int it = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        const double tgc = median_ms([&] { return elan_cuda_gmsa(&gc[it++ % NB], 0); });
+        const double tgr = median_ms([&] { return elan_cuda_gmsa(&gr[it++ % NB], 0); });
+        const double tac = median_ms([&] {
+            const cudaError_t e = elan_cuda_attn3(ac[it++ % NB], 0);
+            return e != cudaSuccess ? e : elan_cuda_pw(&pw, 0);
+        });
+        const double tar = median_ms([&] {
+            const cudaError_t e = elan_cuda_attn3(ar[it++ % NB], 0);
+            return e != cudaSuccess ? e : elan_cuda_pw(&pw, 0);
+        });
+        const double tp = median_ms([&] { return elan_cuda_pw(&pw, 0); });
+        printf("time %s %dx%d: gmsa computing %.3f ms, reusing %.3f ms; attn3 + pw computing %.3f, reusing %.3f "
+               "(pw %.3f)\n",
+               act == ELAN_ACT_F16 ? "fp16" : "bf16", Wp, Hp, tgc, tgr, tac, tar, tp);
+    }
+    for (int i = 0; i < NB; i++) cudaFree(dx[i]);
+    cudaFree(dw1), cudaFree(dw2), cudaFree(dwo), cudaFree(db1), cudaFree(db2), cudaFree(dbo), cudaFree(dy);
+    cudaFree(dxo), cudaFree(dxs), cudaFree(dq);
+}
+
 int main(void) {
     int fails = 0;
     const int acts[2] = {ELAN_ACT_F16, ELAN_ACT_BF16};
@@ -367,6 +555,17 @@ int main(void) {
         }
         if (ai) time_case<__nv_bfloat16>(act);
         else time_case<__half>(act);
+        if (elan_cuda_gmsa_supported(K, C, WS, act)) {
+            printf("FAIL %s: the whole-GMSA kernel is not supported for k %d, C %d\n", ai ? "bf16" : "fp16", K, C);
+            fails++;
+            continue;
+        }
+        CK(elan_cuda_gmsa_prepare(K, C, WS, act));
+        CK(elan_cuda_pw_prepare(C, C, act));
+        fails += ai ? run_gmsa_case<__nv_bfloat16>(2, 32, 48, act) : run_gmsa_case<__half>(2, 32, 48, act);
+        fails += ai ? run_gmsa_case<__nv_bfloat16>(1, 64, 80, act) : run_gmsa_case<__half>(1, 64, 80, act);
+        if (ai) time_gmsa<__nv_bfloat16>(act);
+        else time_gmsa<__half>(act);
     }
     if (fails) printf("check_attn_proj: FAIL (%d failed)\n", fails);
     else printf("check_attn_proj: PASS\n");

@@ -31,6 +31,8 @@
        attention, 3 groups,    xh[cur] -> sA, one launch; project_inp inside; the         gmsa.cu
          project_inp fused     computing GMSA leaves its q (fp16) in g for the reusing ones
        project_out + residual  sA, x -> x, xh[cur]                                           pointwise.cu
+   In unshifted blocks (gmsa_one) the last two are one kernel instead, the whole GMSA: xh[cur] -> xh[cur ^ 1],
+   cur flips (gmsa.cu gmsa_kernel; y never leaves the chip). ELANSR_CUDA_GMSA=split keeps the two launches.
    The residual stream is xh itself (half_x: the LFE and project_out update xh, and the head writes no x);
    ELANSR_CUDA_HALF_X=0 keeps it in fp32 (4 bytes more per element and access). The tail then reads xh and hb
    itself and runs on tensor cores (tail_mma), and the plan has no fp32 x at all; ELANSR_CUDA_TAIL=simt (and a
@@ -144,6 +146,7 @@ typedef struct {
                                    (and the residual update) fused, instead of cuBLAS + bias_add */
     int half_x;                 /* fused half modes: the residual stream is xh itself (no fp32 x in the body) */
     int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
+    int gmsa_one;               /* half_x, fused_attn: the GMSA of unshifted blocks as one kernel (gmsa.cu gmsa_kernel) */
     int tail_tf32;              /* tf32: the tail on tf32 tensor cores (conv3x3.cu tail_tf32), the carried B added there */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
                                    plan then has no fp32 x at all */
@@ -607,6 +610,14 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                         at.wv = (const char *)d->pin.w + (size_t)r0 * C * be->esz, at.bv = d->pin.b + r0;
                     }
                 }
+                if (be->gmsa_one && !b->shifted) { /* with project_out and the residual: xh[cur] -> xh[cur ^ 1] */
+                    elan_cuda_gmsa_args ga;
+                    memcpy(ga.g, ats, sizeof ats);
+                    ga.wo = d->pout.w, ga.bo = d->pout.b, ga.x_out = pl->xh[cur ^ 1];
+                    LAUNCH(elan_cuda_gmsa(&ga, s), "gmsa");
+                    cur ^= 1;
+                    continue;
+                }
                 LAUNCH(elan_cuda_attn3(ats, s), "attention (with project_inp)");
             } else {
                 void *pin_out = d->computes ? pl->g : pl->t;
@@ -917,6 +928,10 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     const char *fa = getenv("ELANSR_CUDA_FUSED_ATTN");
     be->fused_attn = be->fused_pw && !(fa && fa[0] == '0') &&
                      elan_cuda_attn3_proj_supported(be->k, be->C, m->windows, be->act) == 0;
+    /* the whole GMSA of unshifted blocks in one kernel (ELANSR_CUDA_GMSA=split keeps attention + project_out) */
+    const char *gs = getenv("ELANSR_CUDA_GMSA");
+    be->gmsa_one = be->fused_attn && be->half_x && !(gs && strcmp(gs, "split") == 0) &&
+                   elan_cuda_gmsa_supported(be->k, be->C, m->windows, be->act) == 0;
     /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */
     const char *tl = getenv("ELANSR_CUDA_TAIL");
     be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;
@@ -955,6 +970,7 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
             for (int j = 0; j < m->blocks[bi].n_pairs; j++)
                 CU(elan_cuda_lfe_fused_prepare(be->C, m->blocks[bi].lfe[j].c0.conv.cout, be->act), "cudaFuncSetAttribute (fused lfe)");
     if (be->fused_attn) CU(elan_cuda_attn3_proj_prepare(be->k, be->C, be->windows, be->act), "cudaFuncSetAttribute (attention)");
+    if (be->gmsa_one) CU(elan_cuda_gmsa_prepare(be->k, be->C, be->windows, be->act), "cudaFuncSetAttribute (gmsa)");
     if (be->tail_mma) CU(elan_cuda_tail_mma_prepare(be->C, be->scale, be->act), "cudaFuncSetAttribute (tail)");
     if (be->tail_tf32) CU(elan_cuda_tail_tf32_prepare(be->C, be->scale), "cudaFuncSetAttribute (tail)");
     if (be->shift_gemm)

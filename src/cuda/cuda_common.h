@@ -270,6 +270,19 @@ cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s);
    prepare raises that variant's shared-memory limit. */
 int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], int act);
 cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws[3], int act);
+/* The whole GMSA of an unshifted block in one launch (half modes, gmsa.cu gmsa_kernel): project_inp as
+   elan_cuda_attn3 with x != NULL (g: the three groups' arguments, shift 0, y unused), the attention, then
+   x_out = x + bo + wo y (project_out and the residual; wo: act, C x C with C = cin = 3k, PyTorch layout), x_out
+   not x. Supported for the shapes of elan_cuda_attn3_proj_supported with cin = 3k, else -1. */
+typedef struct {
+    elan_cuda_attn_args g[3];
+    const void *wo;
+    const float *bo;
+    void *x_out;
+} elan_cuda_gmsa_args;
+int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act);
+cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act);
+cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t s);
 
 #ifdef __cplusplus
 }

@@ -545,6 +545,61 @@ static __device__ __forceinline__ void attn_proj_cols(const T *sx, int cin, int 
     }
 }
 
+/* attn_project's three staging steps (gmsa_kernel runs them too): the group's weights (cp.async, the caller
+   commits), its biases (plain stores), the CTA's x rows (cp.async, after the caller's elan_pdl_wait and a barrier
+   that publishes spix). Shapes as in attn_project. */
+template <int KQ8, int NV, typename T>
+static __device__ __forceinline__ void attn_proj_stage_w(const elan_cuda_attn_args &a, T *sw, int tid) {
+    constexpr int KQ = 8 * KQ8, NW = ATTN_NW(KQ8, NV), K = ATTN_K4(KQ8, NV);
+    const int cin = a.cin;
+    const bool own_q = a.wq != NULL;
+    /* NW rows of 16 8-byte pieces (64 columns), q rows (computing GMSA only), then v rows; pieces past cin and
+       rows past K are zero-filled. Thread tid copies piece tid % 16 (the same column at every step) of rows
+       tid / 16 + 16 st: a warp reads two rows' consecutive pieces. (The mask tells the compiler that n0 < 16, so
+       that whether a step's rows are q or v rows is mostly a constant.) */
+    const int c = 4 * (tid & 15), n0 = (tid >> 4) & 15;
+    const unsigned d0 = elan_smem_addr(sw + n0 * ATTN_XR + c);
+#pragma unroll
+    for (int st = 0; st < (NW + 15) / 16; st++) {
+        const int n = n0 + 16 * st;
+        if (NW % 16 && st == (NW + 15) / 16 - 1 && n >= NW) break;
+        const bool isq = n < KQ;
+        const int r = isq ? n : n - KQ;
+        const bool real = c < cin && r < K && (own_q || !isq);
+        const T *w = (const T *)(isq ? a.wq : a.wv);
+        attn_cp_async8(d0 + st * 16 * ATTN_XR * 2, real ? w + r * cin + c : a.wv, real ? 8u : 0u);
+    }
+}
+
+template <int KQ8, int NV>
+static __device__ __forceinline__ void attn_proj_stage_bias(const elan_cuda_attn_args &a, float *sb, int tid) {
+    constexpr int KQ = 8 * KQ8, NW = ATTN_NW(KQ8, NV), K = ATTN_K4(KQ8, NV);
+    const bool own_q = a.wq != NULL;
+    if (tid < NW) { /* bias of output column tid, at (tile tid / 8, lane t = tid % 8 / 2, element tid % 2 and + 2) */
+        const float b = tid < KQ ? (own_q && tid < K ? a.bq[tid] : 0.0f)
+                                 : tid - KQ < K ? a.bv[tid - KQ] : tid == NW - 1 ? 1.0f : 0.0f;
+        sb[2 * tid - (tid & 1)] = sb[2 * tid - (tid & 1) + 2] = b;
+    }
+}
+
+template <typename T>
+static __device__ __forceinline__ void attn_proj_stage_x(const elan_cuda_attn_args &a, T *sx, const int *spix, int tid) {
+    const int lane = tid & 31, warp = tid >> 5, cin = a.cin;
+    /* 128 token pairs of PP = cin / 4 <= 16 16-byte pieces each. A warp copies 2 pairs per step (lanes 0-15 the
+       one, 16-31 the other; lane j of a half copies piece j, lanes j >= PP idle: 30 of 32 busy for cin = 60), the
+       CTA 16, so every thread takes 8 steps of a constant stride and no lane needs a division */
+    const int j = lane & 15, pr0 = 2 * warp + (lane >> 4);
+    if (4 * j < cin) {
+        const char *xs = attn_opaque((const char *)a.x + 16 * j);
+        const int rowb = 2 * cin; /* bytes per x row */
+        const unsigned d0 = elan_smem_addr(sx + pr0 * 2 * cin + 8 * j);
+#pragma unroll
+        for (int st = 0; st < ATTN_TOK / 32; st++)
+            attn_cp_async16(d0 + st * 16 * 2 * rowb, attn_row_ptr(xs, spix[2 * (pr0 + 16 * st)], rowb));
+    }
+    if (tid < 8) elan_cp_async16(sx + ATTN_TOK * cin + 8 * tid, a.x, 0u); /* the zeros past the last row */
+}
+
 /* project_inp fused into the attention (a.x != NULL): the CTA's operands are formed on chip instead of being
    read from a project_inp output. The warps multiply the tokens' x rows by the group's weights on tensor cores
    (K = 64, fp32 accumulators started at the bias: attn_proj_cols) and round the results to fp16 straight into
@@ -578,51 +633,18 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
     const int cin = a.cin;
     const bool own_q = a.wq != NULL;
 
-    { /* weights: NW rows of 16 8-byte pieces (64 columns), q rows (computing GMSA only), then v rows; pieces past
-         cin and rows past K are zero-filled. Thread tid copies piece tid % 16 (the same column at every step)
-         of rows tid / 16 + 16 st: a warp reads two rows' consecutive pieces. (The mask tells the compiler that
-         n0 < 16, so that whether a step's rows are q or v rows is mostly a constant.) */
-        const int c = 4 * (tid & 15), n0 = (tid >> 4) & 15;
-        const unsigned d0 = elan_smem_addr(sw + n0 * ATTN_XR + c);
-#pragma unroll
-        for (int st = 0; st < (NW + 15) / 16; st++) {
-            const int n = n0 + 16 * st;
-            if (NW % 16 && st == (NW + 15) / 16 - 1 && n >= NW) break;
-            const bool isq = n < KQ;
-            const int r = isq ? n : n - KQ;
-            const bool real = c < cin && r < K && (own_q || !isq);
-            const T *w = (const T *)(isq ? a.wq : a.wv);
-            attn_cp_async8(d0 + st * 16 * ATTN_XR * 2, real ? w + r * cin + c : a.wv, real ? 8u : 0u);
-        }
-    }
+    attn_proj_stage_w<KQ8, NV>(a, sw, tid);
     elan_cp_async_commit();
     /* the weights are constants and in flight; x (and q) are the previous kernels' outputs */
     elan_pdl_wait();
-    { /* x: 128 token pairs of PP = cin / 4 <= 16 16-byte pieces each. A warp copies 2 pairs per step (lanes 0-15
-         the one, 16-31 the other; lane j of a half copies piece j, lanes j >= PP idle: 30 of 32 busy for cin =
-         60), the CTA 16, so every thread takes 8 steps of a constant stride and no lane needs a division */
-        const int j = lane & 15, pr0 = 2 * warp + (lane >> 4);
-        if (4 * j < cin) {
-            const char *xs = attn_opaque((const char *)a.x + 16 * j);
-            const int rowb = 2 * cin; /* bytes per x row */
-            const unsigned d0 = elan_smem_addr(sx + pr0 * 2 * cin + 8 * j);
-#pragma unroll
-            for (int st = 0; st < ATTN_TOK / 32; st++)
-                attn_cp_async16(d0 + st * 16 * 2 * rowb, attn_row_ptr(xs, spix[2 * (pr0 + 16 * st)], rowb));
-        }
-        if (tid < 8) elan_cp_async16(sx + ATTN_TOK * cin + 8 * tid, a.x, 0u); /* the zeros past the last row */
-    }
+    attn_proj_stage_x(a, sx, spix, tid);
     if (!own_q) { /* q of the block's computing GMSA, fp16, K channels */
         attn_rows<K, ROW, true>(sq, spix, a.q, a.q_stride, lane, warp);
 #pragma unroll
         for (int c = K; c < KQ; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
     }
     elan_cp_async_commit();
-    if (tid < NW) { /* bias of output column tid, at (tile tid / 8, lane t = tid % 8 / 2, element tid % 2 and + 2) */
-        const float b = tid < KQ ? (own_q && tid < K ? a.bq[tid] : 0.0f)
-                                 : tid - KQ < K ? a.bv[tid - KQ] : tid == NW - 1 ? 1.0f : 0.0f;
-        sb[2 * tid - (tid & 1)] = sb[2 * tid - (tid & 1) + 2] = b;
-    }
+    attn_proj_stage_bias<KQ8, NV>(a, sb, tid);
     elan_cp_async_wait_all();
     __syncthreads();
 
@@ -636,6 +658,51 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
     if (own_q && a.q_out) attn_rows<K, ROW, false>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
 }
 
+/* The attention of one warp's 32 query rows row0 .. row0 + 31 (two m16 tiles) of sq (Q = K) and sv (V, with the
+   ones column) into o (unnormalised; o[mt][NV - 1] column 7 holds the row sums): ws 8 / 16 tiles share their
+   window's K / V fragments (the window holding row0: rows row0 / T * T ..), 16 KB keys per step; ws 4 tiles are
+   each a window of their own. */
+template <int WS, int KQ8, int NV, int KB>
+static __device__ __forceinline__ void attn_mma_rows(const __half *sq, const __half *sv, int row0, int lane,
+                                                     float (&o)[2][NV][4]) {
+    constexpr int T = WS * WS, ROW = ATTN_ROW(KQ8, NV), KS = KQ8 / 2;
+    unsigned qa[2][(KQ8 + 1) / 2][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int st = 0; st < KS; st++)
+            elan_ldsm_x4(qa[mt][st], sq + (row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + st * 16 +
+                                         ((lane >> 4) & 1) * 8);
+        if constexpr (KQ8 % 2) /* k8 remainder: matrices rows 0-7, rows 8-15 of channels 16KS .. +7 */
+            elan_ldsm_x2(qa[mt][KS], sq + (row0 + mt * 16 + (lane & 15)) * ROW + KS * 16);
+    }
+    float m[2][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+        for (int j = 0; j < NV; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+    }
+    if constexpr (T >= 32) { /* both tiles in one window: share every K / V fragment */
+        const int kbase = row0 / T * T;
+        unsigned kf[KB][(KQ8 + 1) / 2][4], vf[KB][NV][2];
+#pragma unroll 1
+        for (int kb = 0; kb < T; kb += 16 * KB) {
+#pragma unroll
+            for (int b = 0; b < KB; b++) attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb + 16 * b, lane, kf[b], vf[b]);
+            attn_mma_step<KQ8, NV, KB>(qa[0], kf, vf, o[0], m[0]);
+            attn_mma_step<KQ8, NV, KB>(qa[1], kf, vf, o[1], m[1]);
+        }
+    } else {
+        unsigned kf[1][(KQ8 + 1) / 2][4], vf[1][NV][2];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+            attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf[0], vf[0]);
+            attn_mma_step<KQ8, NV, 1>(qa[mt], kf, vf, o[mt], m[mt]);
+        }
+    }
+}
+
 /* The attention of one group over the 16 x 16 region (rx, ry) of image img. Token (window wl of the region,
    position i in the window) is pixel ((wy*WS + i / WS + shift) mod Hp, ...), the windows of the region taken in
    raster order; the regions of the three groups of one block then cover nearly the same pixels (they differ by
@@ -643,7 +710,7 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
 template <int WS, int KQ8, int NV, typename T, bool PROJ = false>
 static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &a, int vec4, int rx, int ry, int img) {
     typedef attn_mma_shape<WS, KQ8, NV> S;
-    constexpr int ROW = S::ROW, KQ = 8 * KQ8, KS = KQ8 / 2;
+    constexpr int ROW = S::ROW, KQ = 8 * KQ8;
     extern __shared__ float4 smem4[];
     __half *sq = (__half *)smem4;
     __half *sv = sq + S::TOK * ROW;
@@ -732,42 +799,8 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
 
     /* compute: warp owns rows 32*warp .. +31 as two m16 tiles */
     const int row0 = warp * 32;
-    unsigned qa[2][(KQ8 + 1) / 2][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-#pragma unroll
-        for (int st = 0; st < KS; st++)
-            elan_ldsm_x4(qa[mt][st], sq + (row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + st * 16 +
-                                         ((lane >> 4) & 1) * 8);
-        if constexpr (KQ8 % 2) /* k8 remainder: matrices rows 0-7, rows 8-15 of channels 16KS .. +7 */
-            elan_ldsm_x2(qa[mt][KS], sq + (row0 + mt * 16 + (lane & 15)) * ROW + KS * 16);
-    }
-    float o[2][NV][4], m[2][2];
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-#pragma unroll
-        for (int j = 0; j < NV; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
-        m[mt][0] = m[mt][1] = -INFINITY;
-    }
-    if (S::T >= 32) { /* both tiles in one window: share every K / V fragment; 16 KB keys per step */
-        constexpr int KB = PROJ ? ATTN_KB_PROJ : ATTN_KB;
-        const int kbase = row0 / S::T * S::T;
-        unsigned kf[KB][(KQ8 + 1) / 2][4], vf[KB][NV][2];
-#pragma unroll 1
-        for (int kb = 0; kb < S::T; kb += 16 * KB) {
-#pragma unroll
-            for (int b = 0; b < KB; b++) attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb + 16 * b, lane, kf[b], vf[b]);
-            attn_mma_step<KQ8, NV, KB>(qa[0], kf, vf, o[0], m[0]);
-            attn_mma_step<KQ8, NV, KB>(qa[1], kf, vf, o[1], m[1]);
-        }
-    } else { /* ws = 4: each m16 tile is a window of its own */
-        unsigned kf[1][(KQ8 + 1) / 2][4], vf[1][NV][2];
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-            attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf[0], vf[0]);
-            attn_mma_step<KQ8, NV, 1>(qa[mt], kf, vf, o[mt], m[mt]);
-        }
-    }
+    float o[2][NV][4];
+    attn_mma_rows<WS, KQ8, NV, PROJ ? ATTN_KB_PROJ : ATTN_KB>(sq, sv, row0, lane, o);
     __syncthreads(); /* every warp is done with the keys: sq is reused for the output */
 
     const int g = lane >> 2, t = lane & 3;
@@ -902,6 +935,190 @@ static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t
     *smem = ATTN_PROJ_SMEM(3, 3);
     if (act == ELAN_ACT_F16) return attn3_kernel<3, 3, __half, true>;
     if (act == ELAN_ACT_BF16) return attn3_kernel<3, 3, __nv_bfloat16, true>;
+    return NULL;
+}
+
+/* ---- the whole GMSA of an unshifted block in one kernel (half modes) ----
+
+   gmsa_kernel does for one 16 x 16 region what attn3_kernel (with project_inp fused) does in three CTAs and the
+   pointwise kernel in a fourth pass: project_inp, the attention of the three groups, project_out and the residual,
+   x_out = x + bo + wo [y0 y1 y2]. Why: per block pair the three-kernel path moves ~960 bytes per pixel through
+   DRAM (x in and y out of the attention, y and x in and x out of project_out, each 120 bytes in fp16), ~3.6 ms per
+   4K forward at the H100's bandwidth, more than the 3.2 ms target on its own; here y never leaves the chip and the
+   attention reads x once for the three groups: x in, x_out out (and q out or in), 360 bytes.
+
+   Only unshifted blocks: there every group's windows tile the region exactly, so the three groups see the same
+   256 pixels. The tokens are ordered so that they also see them in the same order, window by window for all three
+   window sizes: token t is ws 8 window t / 64 of the region (2 x 2, raster), ws 4 window (t / 16) % 4 of that (2
+   x 2, raster), pixel t % 16 of that (4 x 4, raster). ws 4 windows are then 16 consecutive tokens, ws 8 windows 64
+   and the ws 16 window all 256, so attn_mma_rows serves each group unchanged, and warp w owns the same 32 pixels
+   (rows 32 w ..) in every group: their three y stay in the warp's registers, already in the A-fragment layout of
+   project_out's mma (the accumulator of o is, column pair by column pair), and are never stored. (In the shifted
+   blocks the groups' windows are rolled by 2, 4 and 8 pixels: a region would need the ws 8 and ws 4 windows of a
+   halo, 24 x 24 and 20 x 20 pixels; they keep attn3_kernel and the pointwise kernel.) Keys are visited in this
+   order, not attn3_kernel's, so the sums differ from it in rounding only.
+
+   Shared memory: sq, sv, spix as attn3_kernel; the x tile (staged once, used by the three projections and as
+   the residual, then overwritten in place by x_out: each warp rewrites only its own rows); the three groups'
+   project_inp weights and biases; project_out's weight as 64 rows (output channels, zero past C) of GMSA_WO = 72
+   halves: column 24 g + c holds wo[n][20 g + c] for c < 20 and zero for c = 20 .. 23, matching o's 24 columns
+   per group (20 values, zeros, the ones column). 87.75 KB: two CTAs (16 warps) per SM. */
+#define GMSA_WO 72
+#define GMSA_SMEM                                                                                                  \
+    (ATTN_SMEM(3, 3) + ATTN_XTILE + 3 * (size_t)ATTN_NW(3, 3) * ATTN_XR * sizeof(__half) +                        \
+     3 * 2 * ATTN_NW(3, 3) * sizeof(float) + 64 * GMSA_WO * sizeof(__half) + 64 * sizeof(float))
+
+typedef struct {
+    elan_cuda_attn_args g[3];
+    const void *wo;
+    const float *bo;
+    void *x_out;
+    unsigned pdl_from;
+} gmsa_args;
+typedef void (*gmsa_fn_t)(gmsa_args);
+
+/* One group of gmsa_kernel: operands (q from a.q in a reusing GMSA), project_inp, the attention of the warp's 32
+   rows, and its y, normalised and rounded to T, into ya as project_out's A fragments (per m16 tile: the k16 step
+   of columns 0-15, then the k8 step of 16-23). Starts with a barrier (the previous group is done with sq, sv) and
+   leaves the CTA's cp.async groups drained. */
+template <int WS, typename T>
+static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, __half *sq, __half *sv,
+                                                  const int *spix, const T *sx, const T *sw, const float *sb,
+                                                  unsigned (&ya)[2][6], int tid) {
+    constexpr int KQ8 = 3, NV = 3, ROW = ATTN_ROW(KQ8, NV), KQ = 8 * KQ8, NQT = KQ8, K = ATTN_K4(KQ8, NV);
+    const int lane = tid & 31, warp = tid >> 5;
+    const bool own_q = a.wq != NULL;
+    __syncthreads();
+    if (!own_q) {
+        attn_rows<K, ROW, true>(sq, spix, a.q, a.q_stride, lane, warp);
+#pragma unroll
+        for (int c = K; c < KQ; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
+        elan_cp_async_commit();
+    }
+    elan_cp_async_wait_all();
+    __syncthreads();
+    if (own_q)
+        attn_proj_cols<T, NQT, 0, NQT + NV, ROW>(sx, a.cin, 32 * warp, sw, sb, sq, sv, lane);
+    else
+        attn_proj_cols<T, NQT, NQT, NQT + NV, ROW>(sx, a.cin, 32 * warp, sw, sb, sq, sv, lane);
+    __syncthreads();
+    if (own_q && a.q_out) attn_rows<K, ROW, false>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
+
+    float o[2][NV][4];
+    attn_mma_rows<WS, KQ8, NV, ATTN_KB_PROJ>(sq, sv, 32 * warp, lane, o);
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        float inv[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) inv[h] = attn_rcp(__shfl_sync(0xffffffffu, o[mt][NV - 1][2 * h + 1], lane | 3));
+#pragma unroll
+        for (int j = 0; j < NV; j++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) /* j = 0, 1: a0-a3 of the k16 step; j = 2: a0, a1 of the k8 step */
+                ya[mt][2 * j + h] = elan_pack2_out<T>(o[mt][j][2 * h] * inv[h], o[mt][j][2 * h + 1] * inv[h]);
+    }
+}
+
+template <typename T>
+static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
+    constexpr int NW = ATTN_NW(3, 3), ROW = ATTN_ROW(3, 3);
+    extern __shared__ float4 smem4[];
+    __half *sq = (__half *)smem4;
+    __half *sv = sq + ATTN_TOK * ROW;
+    int *spix = (int *)(sv + ATTN_TOK * ROW);
+    T *sx = (T *)(spix + ATTN_TOK);
+    T *sw = (T *)((unsigned char *)sx + ATTN_XTILE);
+    float *sb = (float *)(sw + 3 * NW * ATTN_XR);
+    T *swo = (T *)(sb + 3 * 2 * NW);
+    float *sbo = (float *)(swo + 64 * GMSA_WO);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const elan_cuda_attn_args &a0 = a.g[0];
+    const int cin = a0.cin, C = a0.cin; /* project_out is C -> C with C = cin = 3 k */
+
+    if (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z) >= a.pdl_from) elan_pdl_trigger();
+    {
+        const unsigned w8 = tid >> 6, w4 = (tid >> 4) & 3, i = tid & 15;
+        const int py = blockIdx.y * 16 + (w8 >> 1) * 8 + (w4 >> 1) * 4 + (i >> 2);
+        const int px = blockIdx.x * 16 + (w8 & 1) * 8 + (w4 & 1) * 4 + (i & 3);
+        spix[tid] = ((int)blockIdx.z * a0.Hp + py) * a0.Wp + px;
+    }
+    /* constants first (in flight while the previous kernel finishes): the three groups' weights and biases,
+       project_out's weight in 8-byte pieces (row n: 3 groups x 6 pieces, the sixth zero) and bias */
+#pragma unroll
+    for (int gi = 0; gi < 3; gi++) attn_proj_stage_w<3, 3>(a.g[gi], sw + gi * NW * ATTN_XR, tid);
+    for (int e = tid; e < 64 * 18; e += ATTN_TOK) {
+        const int n = e / 18, r = e - 18 * n, gi = r / 6, pc = r - 6 * gi;
+        const bool real = n < C && pc < 5;
+        attn_cp_async8(elan_smem_addr(swo + n * GMSA_WO + 24 * gi + 4 * pc),
+                       real ? (const T *)a.wo + n * C + 20 * gi + 4 * pc : a.wo, real ? 8u : 0u);
+    }
+    elan_cp_async_commit();
+#pragma unroll
+    for (int gi = 0; gi < 3; gi++) attn_proj_stage_bias<3, 3>(a.g[gi], sb + gi * 2 * NW, tid);
+    if (tid < 64) sbo[tid] = tid < C ? a.bo[tid] : 0.0f;
+    elan_pdl_wait();
+    __syncthreads(); /* spix */
+    attn_proj_stage_x(a0, sx, spix, tid);
+    elan_cp_async_commit();
+
+    unsigned ya[3][2][6];
+    gmsa_group<4, T>(a.g[0], sq, sv, spix, sx, sw, sb, ya[0], tid);
+    gmsa_group<8, T>(a.g[1], sq, sv, spix, sx, sw + NW * ATTN_XR, sb + 2 * NW, ya[1], tid);
+    gmsa_group<16, T>(a.g[2], sq, sv, spix, sx, sw + 2 * NW * ATTN_XR, sb + 4 * NW, ya[2], tid);
+
+    /* project_out and the residual, n8 tile by n8 tile of output channels, into the warp's own x rows (every
+       warp's projections read sx before the last group's attention began) */
+    const int g = lane >> 2, t = lane & 3, row0 = 32 * warp;
+    const T *bw = swo + (lane & 7) * GMSA_WO;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        unsigned b[10]; /* matrices of columns 0-7, 8-15, ..., 64-71 (b[9] repeats b[8]) */
+        elan_ldsm_x4(b, bw + j * 8 * GMSA_WO + 8 * (lane >> 3));
+        elan_ldsm_x4(b + 4, bw + j * 8 * GMSA_WO + 32 + 8 * (lane >> 3));
+        elan_ldsm_x2(b + 8, bw + j * 8 * GMSA_WO + 64);
+        const float2 bb = *(const float2 *)(sbo + 8 * j + 2 * t);
+        const int c = 8 * j + 2 * t;
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+            float acc[4] = {bb.x, bb.y, bb.x, bb.y};
+#pragma unroll
+            for (int gi = 0; gi < 3; gi++) {
+                elan_mma16816<T>(acc, ya[gi][mt], b + 3 * gi);
+                elan_mma1688<T>(acc, ya[gi][mt] + 4, b[3 * gi + 2]);
+            }
+            if (c < cin)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    unsigned *px = (unsigned *)(sx + (row0 + 16 * mt + g + 8 * h) * cin + c);
+                    const float2 xv = elan_unpack2<T>(*px);
+                    *px = elan_pack2_out<T>(xv.x + acc[2 * h], xv.y + acc[2 * h + 1]);
+                }
+        }
+    }
+    __syncthreads();
+    { /* x_out rows from the tile, 16-byte pieces of token pairs as attn_proj_stage_x copied them in */
+        const int jp = lane & 15, pr0 = 2 * warp + (lane >> 4), rowb = 2 * cin;
+        if (4 * jp < cin) {
+            const char *xo = attn_opaque((const char *)a.x_out + 16 * jp);
+            const char *src = (const char *)sx + pr0 * 2 * rowb + 16 * jp;
+#pragma unroll
+            for (int st = 0; st < ATTN_TOK / 32; st++) {
+                const uint4 v = *(const uint4 *)(src + st * 16 * 2 * rowb);
+                const unsigned long long dst =
+                    (unsigned long long)__cvta_generic_to_global(attn_row_ptr(xo, spix[2 * (pr0 + 16 * st)], rowb));
+                asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(v.x), "r"(v.y), "r"(v.z),
+                             "r"(v.w)
+                             : "memory");
+            }
+        }
+    }
+}
+
+static gmsa_fn_t gmsa_pick(int k, int cin, const int ws[3], int act) {
+    size_t sm;
+    if (cin != 3 * k || !attn3_proj_pick(k, cin, ws, act, &sm)) return NULL;
+    if (act == ELAN_ACT_F16) return gmsa_kernel<__half>;
+    if (act == ELAN_ACT_BF16) return gmsa_kernel<__nv_bfloat16>;
     return NULL;
 }
 
@@ -1549,6 +1766,33 @@ static bool attn_f32_fits(const elan_cuda_attn_args a[3]) {
            3ll * (a[0].Wp / ATTN_REGION) <= 0x7fffffffll && (long long)a[0].n * a[0].Hp * a[0].Wp <= 0x7fffffffll;
 }
 
+/* The fused project_inp's operands (attn_project, gmsa_kernel), group a against group a0: x rows back to back in
+   16-byte pieces; 8-byte pieces of the weights, q and q_out; every operand present. */
+static bool attn_proj_args_ok(const elan_cuda_attn_args &a, const elan_cuda_attn_args &a0) {
+    return a.cin == a0.cin && a.x_stride == a.cin && aligned(a.x, 16) && a.wv && aligned(a.wv, 8) &&
+           aligned(a.wq, 8) && a.bv &&
+           (a.wq ? a.bq && (!a.q_out || (aligned(a.q_out, 8) && a.q_out_stride % 4 == 0))
+                 : a.q && aligned(a.q, 8) && a.q_stride % 4 == 0);
+}
+
+/* The first CTA (linear index) that lets the next kernel launch. The early trigger (the last wave: grid minus the
+   CTAs resident at once) only for grids of up to two waves. Measured on the H100, fp16 (docs/PERFORMANCE.md step
+   5): at 720p (1.8 waves) and 16 x 64x64 it takes 3-4% off the forward, at 4K (15 waves) it added 8% (10.37
+   against 9.6 ms without it), at 1080p (3.9 waves) it changed nothing. ELANSR_CUDA_PDL_ATTN=last / none forces
+   either. */
+template <typename F>
+static unsigned attn_pdl_from(F f, dim3 grid, size_t smem) {
+    const unsigned long long total = (unsigned long long)grid.x * grid.y * grid.z;
+    unsigned from = total > 0xffffffffull ? 0xffffffffu : (unsigned)total;
+    const char *pe = getenv("ELANSR_CUDA_PDL_ATTN");
+    const int policy = pe && !strcmp(pe, "none") ? 0 : pe && !strcmp(pe, "last") ? 1 : 2; /* 2: auto */
+    long long slots = 0;
+    if (policy && elan_resident_ctas(f, ATTN_TOK, smem, &slots) == cudaSuccess &&
+        (policy == 1 || total <= 2ull * (unsigned long long)slots))
+        from = total > (unsigned long long)slots ? (unsigned)(total - (unsigned long long)slots) : 0u;
+    return from;
+}
+
 extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s) {
     size_t smem;
     const int ws[3] = {a[0].ws, a[1].ws, a[2].ws};
@@ -1601,12 +1845,8 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
         if (a[i].k != a[0].k || a[i].act != a[0].act || a[i].n != a[0].n || a[i].Hp != a[0].Hp || a[i].Wp != a[0].Wp ||
             (a[i].x != NULL) != proj)
             return cudaErrorInvalidValue;
-        if (proj) { /* x rows back to back in 16-byte pieces (attn_project); 8-byte pieces of the weights, q and
-                       q_out; every operand present */
-            if (a[i].cin != a[0].cin || a[i].x_stride != a[i].cin || !aligned(a[i].x, 16) ||
-                !a[i].wv || !aligned(a[i].wv, 8) || !aligned(a[i].wq, 8) || !a[i].bv || !a[i].y || !aligned(a[i].y, 8) || a[i].y_stride % 4 ||
-                (a[i].wq ? !a[i].bq || (a[i].q_out && (!aligned(a[i].q_out, 8) || a[i].q_out_stride % 4))
-                         : !a[i].q || !aligned(a[i].q, 8) || a[i].q_stride % 4))
+        if (proj) {
+            if (!attn_proj_args_ok(a[i], a[0]) || !a[i].y || !aligned(a[i].y, 8) || a[i].y_stride % 4)
                 return cudaErrorInvalidValue;
             g.g[i] = a[i];
             continue;
@@ -1618,17 +1858,38 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
     }
     const dim3 grid(3 * (a[0].Wp / ATTN_REGION), a[0].Hp / ATTN_REGION, a[0].n); /* gridDim.y, z <= 65535 */
     if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
-    /* The early trigger (the last wave: grid minus the CTAs resident at once) only for grids of up to two waves.
-       Measured on the H100, fp16 (docs/PERFORMANCE.md step 5): at 720p (1.8 waves) and 16 x 64x64 it takes
-       3-4% off the forward, at 4K (15 waves) it added 8% (10.37 against 9.6 ms without it), at 1080p (3.9
-       waves) it changed nothing. ELANSR_CUDA_PDL_ATTN=last / none forces either. */
-    const unsigned long long total = (unsigned long long)grid.x * grid.y * grid.z;
-    g.pdl_from = total > 0xffffffffull ? 0xffffffffu : (unsigned)total;
-    const char *pe = getenv("ELANSR_CUDA_PDL_ATTN");
-    const int policy = pe && !strcmp(pe, "none") ? 0 : pe && !strcmp(pe, "last") ? 1 : 2; /* 2: auto */
-    long long slots = 0;
-    if (policy && elan_resident_ctas(f, ATTN_TOK, smem, &slots) == cudaSuccess &&
-        (policy == 1 || total <= 2ull * (unsigned long long)slots))
-        g.pdl_from = total > (unsigned long long)slots ? (unsigned)(total - (unsigned long long)slots) : 0u;
+    g.pdl_from = attn_pdl_from(f, grid, smem);
     return elan_launch_pdl(f, grid, dim3(ATTN_TOK), smem, s, g, vec4);
+}
+
+extern "C" int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act) {
+    return gmsa_pick(k, cin, ws, act) ? 0 : -1;
+}
+
+extern "C" cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act) {
+    gmsa_fn_t f = gmsa_pick(k, cin, ws, act);
+    if (!f) return cudaErrorInvalidValue;
+    return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM);
+}
+
+extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t s) {
+    const elan_cuda_attn_args *g = a->g;
+    const int ws[3] = {g[0].ws, g[1].ws, g[2].ws};
+    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act);
+    if (!f || !a->wo || !aligned(a->wo, 8) || !a->bo || !a->x_out || !aligned(a->x_out, 16) || a->x_out == g[0].x ||
+        g[0].n < 1 || g[0].Hp % ATTN_REGION || g[0].Wp % ATTN_REGION ||
+        (long long)g[0].n * g[0].Hp * g[0].Wp > 0x7fffffffll)
+        return cudaErrorInvalidValue;
+    gmsa_args ga;
+    for (int i = 0; i < 3; i++) {
+        if (g[i].k != g[0].k || g[i].act != g[0].act || g[i].n != g[0].n || g[i].Hp != g[0].Hp || g[i].Wp != g[0].Wp ||
+            g[i].shift != 0 || g[i].x != g[0].x || (g[i].wq != NULL) != (g[0].wq != NULL) || !attn_proj_args_ok(g[i], g[0]))
+            return cudaErrorInvalidValue;
+        ga.g[i] = g[i];
+    }
+    ga.wo = a->wo, ga.bo = a->bo, ga.x_out = a->x_out;
+    const dim3 grid(g[0].Wp / ATTN_REGION, g[0].Hp / ATTN_REGION, g[0].n);
+    if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+    ga.pdl_from = attn_pdl_from(f, grid, GMSA_SMEM);
+    return elan_launch_pdl(f, grid, dim3(ATTN_TOK), GMSA_SMEM, s, ga);
 }
