@@ -5,7 +5,8 @@
    (precision fp32, and any shape), the fp16 / bf16 tensor-core one (mma.sync m16n8k16), its tf32 sibling
    (precision tf32, fp32 storage, mma.sync m16n8k8.tf32), and at the end the fp32 CUDA-core arithmetic again,
    reshaped for ELAN's three groups in one launch (attn3_f32_kernel; the first kernel stays the per-group
-   fallback and reference).
+   fallback and reference). In the half modes the GMSA of unshifted blocks is one kernel from project_inp to the
+   residual (gmsa_kernel, with project_out: its section says why and why not in shifted blocks).
 
    Shape of the work (CUDA-core kernel): a window has T = ws^2 tokens (16, 64, 256) with k channels each (20 in ELAN-light). A
    block of 256 threads holds 256 tokens — 256/T whole windows — and each thread owns one token: it loads its
