@@ -426,7 +426,7 @@ static __device__ __forceinline__ void attn_cp_async8(unsigned dst, const void *
 
 /* v, opaque to the compiler (an empty asm that may change it). For a base pointer: the compiler reassociates
    base + (offset + row * stride) and then adds the 64-bit base at every access, 2 more instructions each (the
-   pointer then no longer counts as global: stores through it use attn_st_global8). For a lane index: the
+   pointer then no longer counts as global: stores through it use attn_st_global8 / 16). For a lane index: the
    compiler merges equal lane -> piece maps of two copies into one value, and when the attention lies between
    them that value is spilled across it. */
 static __device__ __forceinline__ const char *attn_opaque(const char *v) {
@@ -447,6 +447,11 @@ static __device__ __forceinline__ const char *attn_row_ptr(const char *base, int
 static __device__ __forceinline__ void attn_st_global8(const char *p, uint2 v) {
     asm volatile("st.global.v2.u32 [%0], {%1, %2};\n" ::"l"((unsigned long long)__cvta_generic_to_global(p)),
                  "r"(v.x), "r"(v.y)
+                 : "memory");
+}
+static __device__ __forceinline__ void attn_st_global16(const char *p, uint4 v) {
+    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"l"((unsigned long long)__cvta_generic_to_global(p)),
+                 "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
                  : "memory");
 }
 
@@ -1103,14 +1108,9 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
             const char *xo = attn_opaque((const char *)a.x_out + 16 * jp);
             const char *src = (const char *)sx + pr0 * 2 * rowb + 16 * jp;
 #pragma unroll
-            for (int st = 0; st < ATTN_TOK / 32; st++) {
-                const uint4 v = *(const uint4 *)(src + st * 16 * 2 * rowb);
-                const unsigned long long dst =
-                    (unsigned long long)__cvta_generic_to_global(attn_row_ptr(xo, spix[2 * (pr0 + 16 * st)], rowb));
-                asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(v.x), "r"(v.y), "r"(v.z),
-                             "r"(v.w)
-                             : "memory");
-            }
+            for (int st = 0; st < ATTN_TOK / 32; st++)
+                attn_st_global16(attn_row_ptr(xo, spix[2 * (pr0 + 16 * st)], rowb),
+                                 *(const uint4 *)(src + st * 16 * 2 * rowb));
         }
     }
 }
