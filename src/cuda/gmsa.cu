@@ -299,6 +299,13 @@ struct attn_mma_shape {
 #ifndef ATTN_KB
 #define ATTN_KB 2
 #endif
+/* The same for gmsa_kernel, which has 128 registers at 2 CTAs per SM: 2 fits without spills (128 registers, 109
+   with 1) and cuts the ws 8 / 16 loops' row max, shuffles and rescale test per key by half: 0.215 / 0.207 ->
+   0.196 / 0.189 ms (computing / reusing GMSA, dev check at 960x544, H100, fp16; bf16 the same; two alternations,
+   bench/results/dev_step10_lfe_gmsa_h100.log). */
+#ifndef GMSA_KB
+#define GMSA_KB 2
+#endif
 
 /* One block of 16*KB keys (KB = 1 or 2) for one m16 tile: S = Q K^T, online softmax update of (m, o),
    o += P V. kf[kb] / vf[kb] are the fragments of keys 16kb .. 16kb + 15 of the block: kf[kb][s] for k16 step s
@@ -1011,7 +1018,7 @@ static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, 
     if (own_q && a.q_out) attn_rows<K, ROW, false>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
 
     float o[2][NV][4];
-    attn_mma_rows<WS, KQ8, NV, ATTN_KB_PROJ>(sq, sv, 32 * warp, lane, o);
+    attn_mma_rows<WS, KQ8, NV, GMSA_KB>(sq, sv, 32 * warp, lane, o);
 #pragma unroll
     for (int mt = 0; mt < 2; mt++) {
         float inv[2];
