@@ -27,15 +27,20 @@
         padded to a multiple of 16 with zero channels, stride an odd multiple of 16 bytes). Issued for the
         next tile right after GEMM1 of this one, so it overlaps GEMM2; at the top of each tile the next
         tile's input window and x rows are also prefetched into L2, so both arrive from L2 a tile later. A
-        lane's piece (hence its tap and channels) is the same for every pixel and tile (lfe_stage_runs).
+        lane's piece (hence its tap and channels) is the same for every pixel and tile, and its pixel's place
+        in the hidden tile advances without a division (lfe_stage_runs).
      2. GEMM1 (M = 180 hidden pixels in 12 m16 tiles, N = e, K = C padded to 16): warp w takes the six m16
         tiles of half w % 2 and the quarter w / 2 of the n8 tiles (e padded to 32 with zero weights), whose B
         fragments it loads once per tile into registers. A: ldmatrix x4 from S0 (lane l points at row l % 16,
         k half l / 16; rows past 180 are clamped to row 179, their results never stored). B: ldmatrix from w0
-        in shared memory ([n][k], k contiguous: B[k][n] = w0[n][k]). The accumulators start at b0; epilogue: one
-        cvt per pair does relu and the rounding to T (fp16 saturating), 0 for hidden pixels outside the
-        image (the zero fill of shift1), 32-bit stores to the hidden tile H (192 rows = 12 whole m16 tiles,
-        stride HS halves, placed behind S0's 180 rows; rows past 180 are written and never read).
+        in shared memory ([n][k], k contiguous: B[k][n] = w0[n][k]). The bias is part of the GEMM where K has
+        room for it (C = 60: K channels 60-62 of S0 hold 1, the same columns of w0 hold b0 split into three
+        16-bit parts, hi + mid + lo, ~22-24 bits of it), so the accumulators start at 0 (an mma with a zero C
+        operand) and no bias is loaded per tile; otherwise they start at b0. Epilogue: one cvt per pair does
+        relu and the rounding to T (fp16 saturating), 32-bit stores to the hidden tile H (192 rows = 12 whole
+        m16 tiles, stride HS halves, placed behind S0's 180 rows; rows past 180 are written and never read).
+        Hidden pixels outside the image are stored as 0 (the zero fill of shift1): that test runs only in tiles
+        at the image border (a second copy of the loop), so interior tiles store without it (lfe_gemm1_runs).
      3. each lane loads its residual values of the tile for GEMM2's accumulators (c0, c1 / c2, c3 are
         channels 2t, 2t+1 of pixels g / g+8) before the barrier, and (half stream) widens them only after the
         barrier and the staging, so that their latency (an L2 hit, prefetched a tile ago) hides behind both;
@@ -98,6 +103,9 @@ struct lfe_shape {
     static constexpr int NT2 = (C + 7) / 8 + ((C + 7) / 8) % 2;           /* GEMM2 n8 tiles (even) */
     static constexpr int PPP = C / 4;                                     /* 8-byte pieces per pixel */
     static constexpr int R1 = E / 8;                                      /* 8-channel runs of h */
+    /* run path: GEMM1's bias as K channels C .. C+2 (S0 holds 1 there, w0 the bias split in three 16-bit parts),
+       where K1 leaves room for them; otherwise the accumulators start at b0 */
+    static constexpr int BK = K1 - C >= 3 ? 3 : 0;
     /* shared memory, bytes */
     static constexpr size_t W0 = 0;                                       /* 2*NTH*8 rows x XS */
     static constexpr size_t W1 = W0 + (size_t)2 * NTH * 8 * XS * 2;       /* NT2*8 rows x HS */
@@ -128,6 +136,19 @@ static __device__ __forceinline__ unsigned lfe_pk(unsigned short lo, unsigned sh
     return (unsigned)lo | ((unsigned)hi << 16);
 }
 static __device__ __forceinline__ int lfe_tap(unsigned char tp) { return tp < 8 ? (int)tp : 8; }
+/* A float rounded to T, as its 16 bits, and back. */
+template <typename T> static __device__ __forceinline__ unsigned short lfe_bits(float v);
+template <> __device__ __forceinline__ unsigned short lfe_bits<__half>(float v) {
+    return __half_as_ushort(elan_from_f<__half>(v));
+}
+template <> __device__ __forceinline__ unsigned short lfe_bits<__nv_bfloat16>(float v) {
+    return __bfloat16_as_ushort(elan_from_f<__nv_bfloat16>(v));
+}
+template <typename T> static __device__ __forceinline__ float lfe_float(unsigned short v);
+template <> __device__ __forceinline__ float lfe_float<__half>(unsigned short v) { return __half2float(__ushort_as_half(v)); }
+template <> __device__ __forceinline__ float lfe_float<__nv_bfloat16>(unsigned short v) {
+    return __bfloat162float(__ushort_as_bfloat16(v));
+}
 
 /* Position of a tile: image, top row, left column. */
 struct lfe_tile {
@@ -140,6 +161,20 @@ static __device__ __forceinline__ lfe_tile lfe_tile_at(int tile, int tiles_x, in
     r.y0 = i / tiles_x * LFE_TH;
     r.x0 = (i - i / tiles_x * tiles_x) * LFE_TW;
     return r;
+}
+/* The persistent loop's stride (gridDim.x tiles) as a step of image, rows and columns, decoded once, so that the
+   next tile is found by additions with carries (two run-time divisions per tile cost ~60 issued instructions
+   per warp). */
+static __device__ __forceinline__ lfe_tile lfe_tile_step(int stride, int tiles_x, int tiles_img) {
+    return lfe_tile_at(stride, tiles_x, tiles_img);
+}
+static __device__ __forceinline__ lfe_tile lfe_tile_next(lfe_tile tl, lfe_tile st, int Hp, int Wp) {
+    tl.x0 += st.x0;
+    tl.y0 += st.y0;
+    tl.img += st.img;
+    if (tl.x0 >= Wp) tl.x0 -= Wp, tl.y0 += LFE_TH;
+    if (tl.y0 >= Hp) tl.y0 -= Hp, tl.img++;
+    return tl;
 }
 
 /* Whether hidden pixel q (row-major in the 10 x 18 hidden tile) of tile tl lies inside the padded image. */
@@ -198,12 +233,16 @@ static __device__ __forceinline__ void lfe_stage_runs(const unsigned short *xh, 
         /* the image's first pixel, at the lane's channels: a valid address for the zero fills too */
         const char *base = (const char *)(xh + (long long)tl.img * Hp * Wp * C + 4 * lp.k);
         const int oy = tl.y0 - 1 + lp.dy, ox = tl.x0 - 1 + lp.dx;
+        int q = (threadIdx.x >> 5) * PXW + lp.sub, hy = q / S::HW, hx = q - hy * S::HW;
 #pragma unroll 4
-        for (int q = (threadIdx.x >> 5) * PXW + lp.sub; q < S::NH; q += STEP) {
-            const int hy = q / S::HW, gy = oy + hy, gx = ox + (q - hy * S::HW);
+        for (; q < S::NH; q += STEP) {
+            const int gy = oy + hy, gx = ox + hx;
             const bool in = (unsigned)gy < (unsigned)Hp && (unsigned)gx < (unsigned)Wp;
             const unsigned pix = in ? (unsigned)(gy * Wp + gx) : 0u; /* the pixel in the image (< 2^31) */
             elan_cp_async8(s0 + q * S::XS + 4 * lp.k, base + (size_t)pix * (2 * C), in ? 8u : 0u);
+            hx += STEP % S::HW; /* (hy, hx) of the next q, without a division */
+            hy += STEP / S::HW;
+            if (hx >= S::HW) hx -= S::HW, hy++;
         }
     }
     elan_cp_async_commit();
@@ -217,11 +256,12 @@ static __device__ __forceinline__ float2 lfe_residual(const elan_cuda_lfe_args &
     return elan_unpack2<T>(*(const unsigned *)((const T *)a.xh_in + p * C + c));
 }
 
-/* The epilogue's stores of pixel p, channels c and c + 1: x (fp32 stream only) and its half copy. */
-template <typename T, int C, bool XF>
-static __device__ __forceinline__ void lfe_store(const elan_cuda_lfe_args &a, long long p, int c, float2 v) {
-    if (XF) __stcs((float2 *)(a.x + p * C + c), v);
-    *(unsigned *)((T *)a.xh_out + p * C + c) = elan_pack2_out<T>(v.x, v.y);
+/* The epilogue's stores of the element pair at offset e (pixel * C + channel): x (fp32 stream only) and its
+   half copy. */
+template <typename T, bool XF>
+static __device__ __forceinline__ void lfe_store(const elan_cuda_lfe_args &a, long long e, float2 v) {
+    if (XF) __stcs((float2 *)(a.x + e), v);
+    *(unsigned *)((T *)a.xh_out + e) = elan_pack2_out<T>(v.x, v.y);
 }
 
 /* Run path: L2 prefetch of what tile tl will read (its input window, rows y0-2 .. y0+9 and columns x0-2 ..
@@ -251,6 +291,67 @@ static __device__ __forceinline__ void lfe_prefetch(const unsigned short *xh, co
     }
 }
 
+/* Run path, step 2: GEMM1, H = relu(S0 w0^T + b0) on the 180 hidden pixels, stored as T into H. Warp w takes the
+   m16 tiles (w & 1) * MT1/2 .. + MT1/2 - 1 and the quarter w >> 1 of the (zero-padded) n8 tiles, NQ of them, whose
+   B fragments it loads once per tile (NQ x K1/16 ldmatrix x2) and keeps in registers across its m16 tiles: against
+   a split of whole n-halves with B reloaded for every m16 tile, GEMM1 reads 47% fewer bytes of shared memory.
+   BORDER: the hidden tile reaches past the image, whose hidden pixels are stored as 0 (the zero fill of shift1);
+   interior tiles (94% of them at 4K) store without the per-pixel test. The padded n8 tiles (e = 120: 120 .. 127,
+   in the last quarter) are not stored (H's rows are e halves apart). With S::BK the bias comes out of the GEMM (K
+   channels C.. of S0 are 1, w0's hold b0) and the accumulators start at 0. */
+template <typename T, int C, int E, bool BORDER>
+static __device__ __forceinline__ void lfe_gemm1_runs(const unsigned short *s0, unsigned short *hs,
+                                                      const unsigned short *w0q, const float *b0s, lfe_tile tl,
+                                                      int Hp, int Wp) {
+    typedef lfe_shape<C, E> S;
+    constexpr int NQ = S::NTH / 2, MH = S::MT1 / 2;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int mh = warp & 1, nq = warp >> 1;
+    const int arow = lane & 15, akh = lane >> 4; /* A by ldmatrix x4: row arow of the m16 tile, k half akh */
+    unsigned bf[NQ][S::K1 / 16][2];
+#pragma unroll
+    for (int j = 0; j < NQ; j++)
+#pragma unroll
+        for (int kc = 0; kc < S::K1 / 16; kc++) elan_ldsm_x2(bf[j][kc], w0q + j * 8 * S::XS + kc * 16);
+#pragma unroll 2
+    for (int i = 0; i < MH; i++) {
+        const int mt = mh * MH + i;
+        const unsigned short *pa = s0 + min(mt * 16 + arow, S::NH - 1) * S::XS + akh * 8;
+        float acc[NQ][4];
+#pragma unroll
+        for (int j = 0; j < NQ; j++) {
+            if constexpr (S::BK != 0) {
+                acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+            } else {
+                const float2 bb = *(const float2 *)(b0s + (nq * NQ + j) * 8 + 2 * t);
+                acc[j][0] = acc[j][2] = bb.x;
+                acc[j][1] = acc[j][3] = bb.y;
+            }
+        }
+#pragma unroll
+        for (int kc = 0; kc < S::K1 / 16; kc++) {
+            unsigned af[4];
+            elan_ldsm_x4(af, pa + kc * 16);
+#pragma unroll
+            for (int j = 0; j < NQ; j++) elan_mma16816<T>(acc[j], af, bf[j][kc]);
+        }
+        const int q0 = mt * 16 + g, q1 = q0 + 8; /* rows past NH land in H's spare rows */
+        bool ina = true, inb = true;
+        if (BORDER) ina = lfe_hidden_in<C, E>(tl, q0, Hp, Wp), inb = lfe_hidden_in<C, E>(tl, q1, Hp, Wp);
+#pragma unroll
+        for (int j = 0; j < NQ; j++) {
+            /* only the last quarter holds padded n8 tiles (past NT1): the test is compile-time true elsewhere */
+            if (j < S::NT1 - 3 * NQ || nq * NQ + j < S::NT1) {
+                const int n = (nq * NQ + j) * 8 + 2 * t;
+                unsigned v0 = elan_pack2_relu<T>(acc[j][0], acc[j][1]), v1 = elan_pack2_relu<T>(acc[j][2], acc[j][3]);
+                if (BORDER) v0 = ina ? v0 : 0u, v1 = inb ? v1 : 0u;
+                *(unsigned *)(hs + q0 * S::HS + n) = v0;
+                *(unsigned *)(hs + q1 * S::HS + n) = v1;
+            }
+        }
+    }
+}
+
 /* The run path's tile loop (see the opening comment, steps 1-5). The first tile's S0 is already in flight.
    XF: the fp32 residual stream a.x is present (a compile-time choice: a run-time test left both variants'
    address arithmetic in the loop, predicated, about 100 issued instructions per warp and tile). */
@@ -270,67 +371,29 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
     const int tiles_x = Wp / LFE_TW, tiles_img = Hp / LFE_TH * tiles_x, ntiles = a.n * tiles_img;
     const unsigned short *xh = (const unsigned short *)a.xh_in;
 
-    /* GEMM1 work split: warp w takes the m16 tiles (w & 1) * MT1/2 .. + MT1/2 - 1 and the quarter w >> 1 of the
-       (zero-padded) n8 tiles, NQ of them, whose B fragments it loads once per tile (NQ x K1/16 ldmatrix x2)
-       and keeps in registers across its m16 tiles: against a split of whole n-halves with B reloaded for every
-       m16 tile, GEMM1 reads 47% fewer bytes of shared memory, whose bandwidth bounds this kernel. */
-    constexpr int NQ = S::NTH / 2, MH = S::MT1 / 2;
-    const int mh = warp & 1, nq = warp >> 1;
-    /* B by ldmatrix x2, matrices (n8 tile, k lo), (n8 tile, k hi); lanes 16-31 repeat 0-15 */
-    const unsigned short *w0q = w0s + (nq * NQ * 8 + (lane & 7)) * S::XS + ((lane >> 3) & 1) * 8;
-    const int arow = lane & 15, akh = lane >> 4; /* A by ldmatrix x4: row arow of the m16 tile, k half akh */
+    /* GEMM1's B by ldmatrix x2 (lfe_gemm1_runs), matrices (n8 tile, k lo), (n8 tile, k hi); lanes 16-31 repeat 0-15 */
+    const unsigned short *w0q = w0s + ((warp >> 1) * (S::NTH / 2) * 8 + (lane & 7)) * S::XS + ((lane >> 3) & 1) * 8;
+    const int arow = lane & 15, akh = lane >> 4; /* GEMM2's A by ldmatrix x4: row arow of the m16 tile, k half akh */
     /* GEMM2's B by ldmatrix x4, matrices (n8 tile 2np, k lo), (2np, k hi), (2np + 1, k lo), (2np + 1, k hi) */
     const int bo1 = ((lane >> 4) * 8 + (lane & 7)) * S::HS + ((lane >> 3) & 1) * 8;
 
     lfe_tile tl = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
+    const lfe_tile step = lfe_tile_step(gridDim.x, tiles_x, tiles_img);
 #pragma unroll 1
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
         const bool more = tile + (int)gridDim.x < ntiles;
         if (!more) elan_pdl_trigger(); /* the last tile: the next kernel may start placing its CTAs */
-        const lfe_tile nx = more ? lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img) : tl; /* the next tile */
+        const lfe_tile nx = more ? lfe_tile_next(tl, step, Hp, Wp) : tl; /* the next tile */
         elan_cp_async_wait_all();
         __syncthreads(); /* S0 of this tile (and, the first time, weights and tables) visible; GEMM2 of the last
                             tile is done with H */
         if (more) lfe_prefetch<C, E>(xh, XF ? a.x : NULL, nx, Hp, Wp);
 
         /* ---- GEMM1: H = relu(S0 w0^T + b0) on the 180 hidden pixels ---- */
-        {
-            unsigned bf[NQ][S::K1 / 16][2];
-#pragma unroll
-            for (int j = 0; j < NQ; j++)
-#pragma unroll
-                for (int kc = 0; kc < S::K1 / 16; kc++) elan_ldsm_x2(bf[j][kc], w0q + j * 8 * S::XS + kc * 16);
-#pragma unroll 2
-            for (int i = 0; i < MH; i++) {
-                const int mt = mh * MH + i;
-                const unsigned short *pa = s0 + min(mt * 16 + arow, S::NH - 1) * S::XS + akh * 8;
-                float acc[NQ][4];
-#pragma unroll
-                for (int j = 0; j < NQ; j++) {
-                    const float2 bb = *(const float2 *)(b0s + (nq * NQ + j) * 8 + 2 * t);
-                    acc[j][0] = acc[j][2] = bb.x;
-                    acc[j][1] = acc[j][3] = bb.y;
-                }
-#pragma unroll
-                for (int kc = 0; kc < S::K1 / 16; kc++) {
-                    unsigned af[4];
-                    elan_ldsm_x4(af, pa + kc * 16);
-#pragma unroll
-                    for (int j = 0; j < NQ; j++) elan_mma16816<T>(acc[j], af, bf[j][kc]);
-                }
-                /* hidden pixels outside the image are the zero fill of shift1 */
-                const int q0 = mt * 16 + g, q1 = q0 + 8;
-                const bool ina = lfe_hidden_in<C, E>(tl, q0, Hp, Wp), inb = lfe_hidden_in<C, E>(tl, q1, Hp, Wp);
-#pragma unroll
-                for (int j = 0; j < NQ; j++) {
-                    const int n = (nq * NQ + j) * 8 + 2 * t;
-                    if (n < E) { /* n even and E % 8 == 0: n + 1 < E too; rows past NH land in H's spare rows */
-                        *(unsigned *)(hs + q0 * S::HS + n) = ina ? elan_pack2_relu<T>(acc[j][0], acc[j][1]) : 0u;
-                        *(unsigned *)(hs + q1 * S::HS + n) = inb ? elan_pack2_relu<T>(acc[j][2], acc[j][3]) : 0u;
-                    }
-                }
-            }
-        }
+        if (tl.y0 >= 1 && tl.y0 + LFE_TH < Hp && tl.x0 >= 1 && tl.x0 + LFE_TW < Wp)
+            lfe_gemm1_runs<T, C, E, false>(s0, hs, w0q, b0s, tl, Hp, Wp);
+        else
+            lfe_gemm1_runs<T, C, E, true>(s0, hs, w0q, b0s, tl, Hp, Wp);
         /* GEMM2 work split: warp w takes MI m16 tiles (tile rows row0 .. row0 + MI - 1) and NJ n8 tiles from nj0.
            MI = 2 (rows 2 (w / 2), +1; n-half w % 2) loads each B fragment once for two m16 tiles: 4 ldmatrix
            per k-step instead of 5 (MI = 1: one tile row, all n8 tiles, every warp reloading all of w1). */
@@ -340,9 +403,12 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
            the x loads are issued before the barrier and used after it and the staging, so their latency (an L2
            hit: prefetched a tile ago) hides behind both. (Half stream: the raw pairs are held and widened only
            then; widening them here made every warp wait for its loads before the barrier.) */
+        /* element offset of the lane's first pair, (pixel x0 + g of tile row row0 + mi) * C + nj0 * 8 + 2t: the
+           pairs of the lane are at + nt * 8 and + 8 * C from it, immediate offsets of one address per row */
         long long pm[MI];
 #pragma unroll
-        for (int mi = 0; mi < MI; mi++) pm[mi] = ((long long)tl.img * Hp + tl.y0 + row0 + mi) * Wp + tl.x0 + g;
+        for (int mi = 0; mi < MI; mi++)
+            pm[mi] = (((long long)tl.img * Hp + tl.y0 + row0 + mi) * Wp + tl.x0 + g) * C + nj0 * 8 + 2 * t;
         float acc2[MI][NJ][4];
         unsigned raw[MI][NJ][2];
 #pragma unroll
@@ -350,14 +416,15 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
 #pragma unroll
             for (int nt = 0; nt < NJ; nt++) {
                 const int c = (nj0 + nt) * 8 + 2 * t;
-                const long long p0 = pm[mi], p1 = p0 + 8;
                 if (c < C) { /* c even and C even: c + 1 < C too */
                     if (XF) {
-                        const float2 r0 = lfe_residual<T, C, XF>(a, p0, c), r1 = lfe_residual<T, C, XF>(a, p1, c);
+                        const float *xr = a.x + pm[mi] + nt * 8;
+                        const float2 r0 = __ldcs((const float2 *)xr), r1 = __ldcs((const float2 *)(xr + 8 * C));
                         acc2[mi][nt][0] = r0.x, acc2[mi][nt][1] = r0.y, acc2[mi][nt][2] = r1.x, acc2[mi][nt][3] = r1.y;
                     } else {
-                        raw[mi][nt][0] = *(const unsigned *)((const T *)a.xh_in + p0 * C + c);
-                        raw[mi][nt][1] = *(const unsigned *)((const T *)a.xh_in + p1 * C + c);
+                        const T *xr = (const T *)a.xh_in + pm[mi] + nt * 8;
+                        raw[mi][nt][0] = *(const unsigned *)xr;
+                        raw[mi][nt][1] = *(const unsigned *)(xr + 8 * C);
                     }
                 } else {
                     acc2[mi][nt][0] = acc2[mi][nt][1] = acc2[mi][nt][2] = acc2[mi][nt][3] = 0.0f;
@@ -433,8 +500,8 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                 for (int nt = 0; nt < NJ; nt++) {
                     const int c = (nj0 + nt) * 8 + 2 * t;
                     if (c < C) {
-                        lfe_store<T, C, XF>(a, pm[mi], c, make_float2(acc[mi][nt][0], acc[mi][nt][1]));
-                        lfe_store<T, C, XF>(a, pm[mi] + 8, c, make_float2(acc[mi][nt][2], acc[mi][nt][3]));
+                        lfe_store<T, XF>(a, pm[mi] + nt * 8, make_float2(acc[mi][nt][0], acc[mi][nt][1]));
+                        lfe_store<T, XF>(a, pm[mi] + nt * 8 + 8 * C, make_float2(acc[mi][nt][2], acc[mi][nt][3]));
                     }
                 }
         }
@@ -584,11 +651,11 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
                     const float2 v0 = make_float2(r0[nt].x + (acc[nt][0] + bb.x), r0[nt].y + (acc[nt][1] + bb.y));
                     const float2 v1 = make_float2(r1[nt].x + (acc[nt][2] + bb.x), r1[nt].y + (acc[nt][3] + bb.y));
                     if (a.x) {
-                        lfe_store<T, C, true>(a, p0, c, v0);
-                        lfe_store<T, C, true>(a, p1, c, v1);
+                        lfe_store<T, true>(a, p0 * C + c, v0);
+                        lfe_store<T, true>(a, p1 * C + c, v1);
                     } else {
-                        lfe_store<T, C, false>(a, p0, c, v0);
-                        lfe_store<T, C, false>(a, p1, c, v1);
+                        lfe_store<T, false>(a, p0 * C + c, v0);
+                        lfe_store<T, false>(a, p1 * C + c, v1);
                     }
                 }
             }
@@ -648,9 +715,22 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
         for (int c = tid; c < S::NT2 * 8; c += LFE_THREADS) b1s[c] = c < C ? a.b1[c] : 0.0f;
         if constexpr (S::K1 > C)
             for (int i = tid; i < S::NX * (S::K1 - C); i += LFE_THREADS) {
-                const int px = i / (S::K1 - C);
-                xs[px * S::XS + C + (i - px * (S::K1 - C))] = 0;
+                const int px = i / (S::K1 - C), c = C + (i - px * (S::K1 - C));
+                /* run path: S0 (rows 0 .. NH-1) holds 1 in the bias channels (the generic path adds b0 itself,
+                   and its zero channels cancel the bias columns of w0) */
+                xs[px * S::XS + c] = runs && px < S::NH && c < C + S::BK ? lfe_bits<T>(1.0f) : (unsigned short)0;
             }
+        if constexpr (S::BK != 0) {
+            __syncthreads(); /* w0 staged (its columns past C zeroed): now its bias columns */
+            for (int n = tid; n < E; n += LFE_THREADS) {
+                const float b = a.b0[n];
+                const unsigned short hi = lfe_bits<T>(b), mid = lfe_bits<T>(b - lfe_float<T>(hi));
+                const unsigned short lo = lfe_bits<T>(b - lfe_float<T>(hi) - lfe_float<T>(mid));
+                w0s[n * S::XS + C] = hi;
+                w0s[n * S::XS + C + 1] = mid;
+                w0s[n * S::XS + C + 2] = lo;
+            }
+        }
     }
 
     /* the input: from here on the previous kernel has completed (programmatic dependent launch) */
