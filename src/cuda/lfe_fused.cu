@@ -136,20 +136,6 @@ static __device__ __forceinline__ unsigned lfe_pk(unsigned short lo, unsigned sh
     return (unsigned)lo | ((unsigned)hi << 16);
 }
 static __device__ __forceinline__ int lfe_tap(unsigned char tp) { return tp < 8 ? (int)tp : 8; }
-/* A float rounded to T, as its 16 bits, and back. */
-template <typename T> static __device__ __forceinline__ unsigned short lfe_bits(float v);
-template <> __device__ __forceinline__ unsigned short lfe_bits<__half>(float v) {
-    return __half_as_ushort(elan_from_f<__half>(v));
-}
-template <> __device__ __forceinline__ unsigned short lfe_bits<__nv_bfloat16>(float v) {
-    return __bfloat16_as_ushort(elan_from_f<__nv_bfloat16>(v));
-}
-template <typename T> static __device__ __forceinline__ float lfe_float(unsigned short v);
-template <> __device__ __forceinline__ float lfe_float<__half>(unsigned short v) { return __half2float(__ushort_as_half(v)); }
-template <> __device__ __forceinline__ float lfe_float<__nv_bfloat16>(unsigned short v) {
-    return __bfloat162float(__ushort_as_bfloat16(v));
-}
-
 /* Position of a tile: image, top row, left column. */
 struct lfe_tile {
     int img, y0, x0;
@@ -162,12 +148,8 @@ static __device__ __forceinline__ lfe_tile lfe_tile_at(int tile, int tiles_x, in
     r.x0 = (i - i / tiles_x * tiles_x) * LFE_TW;
     return r;
 }
-/* The persistent loop's stride (gridDim.x tiles) as a step of image, rows and columns, decoded once, so that the
-   next tile is found by additions with carries (two run-time divisions per tile cost ~60 issued instructions
-   per warp). */
-static __device__ __forceinline__ lfe_tile lfe_tile_step(int stride, int tiles_x, int tiles_img) {
-    return lfe_tile_at(stride, tiles_x, tiles_img);
-}
+/* The tile st tiles after tl, st being the persistent loop's stride (gridDim.x tiles) decoded once by
+   lfe_tile_at: additions with carries (two run-time divisions per tile cost ~60 issued instructions per warp). */
 static __device__ __forceinline__ lfe_tile lfe_tile_next(lfe_tile tl, lfe_tile st, int Hp, int Wp) {
     tl.x0 += st.x0;
     tl.y0 += st.y0;
@@ -378,7 +360,7 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
     const int bo1 = ((lane >> 4) * 8 + (lane & 7)) * S::HS + ((lane >> 3) & 1) * 8;
 
     lfe_tile tl = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
-    const lfe_tile step = lfe_tile_step(gridDim.x, tiles_x, tiles_img);
+    const lfe_tile step = lfe_tile_at(gridDim.x, tiles_x, tiles_img);
 #pragma unroll 1
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
         const bool more = tile + (int)gridDim.x < ntiles;
@@ -718,17 +700,17 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
                 const int px = i / (S::K1 - C), c = C + (i - px * (S::K1 - C));
                 /* run path: S0 (rows 0 .. NH-1) holds 1 in the bias channels (the generic path adds b0 itself,
                    and its zero channels cancel the bias columns of w0) */
-                xs[px * S::XS + c] = runs && px < S::NH && c < C + S::BK ? lfe_bits<T>(1.0f) : (unsigned short)0;
+                ((T *)xs)[px * S::XS + c] = elan_from_f<T>(runs && px < S::NH && c < C + S::BK ? 1.0f : 0.0f);
             }
         if constexpr (S::BK != 0) {
             __syncthreads(); /* w0 staged (its columns past C zeroed): now its bias columns */
             for (int n = tid; n < E; n += LFE_THREADS) {
                 const float b = a.b0[n];
-                const unsigned short hi = lfe_bits<T>(b), mid = lfe_bits<T>(b - lfe_float<T>(hi));
-                const unsigned short lo = lfe_bits<T>(b - lfe_float<T>(hi) - lfe_float<T>(mid));
-                w0s[n * S::XS + C] = hi;
-                w0s[n * S::XS + C + 1] = mid;
-                w0s[n * S::XS + C + 2] = lo;
+                const T hi = elan_from_f<T>(b), mid = elan_from_f<T>(b - elan_to_f(hi));
+                T *row = (T *)w0s + n * S::XS + C;
+                row[0] = hi;
+                row[1] = mid;
+                row[2] = elan_from_f<T>(b - elan_to_f(hi) - elan_to_f(mid));
             }
         }
     }
