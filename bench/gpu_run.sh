@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gpu_run.sh [STAGES] — everything the GPU machine does in one call: build (sm_90 only, to save time), the full
+# gpu_run.sh [STAGES] — everything the GPU machine does in one call: build (sm_90a only, to save time), the full
 # CTest suite with the gpu label, Set5 eval on GPU and CPU, the accuracy report against PyTorch, and the speed
 # report beside the PyTorch peers. STAGES is a comma list of: env,build,dev,test,eval,accuracy,bench,peers
 # (dev: the kernel checks of dev/cuda/, each against a CPU reference, with their timings)
@@ -36,7 +36,7 @@ if has env; then
 fi
 if has build; then
     log build
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DELANSR_SHARED_DIR="$SHARED" >"$OUT/cmake.log" 2>&1 &&
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a-real -DELANSR_SHARED_DIR="$SHARED" >"$OUT/cmake.log" 2>&1 &&
         cmake --build build -j 16 >>"$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }
     grep -E "warning" "$OUT/cmake.log" | head -5
 fi

@@ -5,7 +5,7 @@
 # Without arguments every check_*.cu runs. Build only (no GPU): DEV_BUILD_ONLY=1.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-ARCH=${ARCH:-sm_90}
+ARCH=${ARCH:-sm_90a} # sm_90a: the wgmma paths (sm_90 builds the mma.sync ones)
 mkdir -p build-dev
 rc=0
 names=("$@")

@@ -42,10 +42,10 @@
         Hidden pixels outside the image are stored as 0 (the zero fill of shift1): that test runs only in tiles
         at the image border (a second copy of the loop), so interior tiles store without it (lfe_gemm1_runs).
      3. each lane loads its residual values of the tile for GEMM2's accumulators (c0, c1 / c2, c3 are
-        channels 2t, 2t+1 of pixels g / g+8) before the barrier, and (half stream) widens them only after the
-        barrier and the staging, so that their latency (an L2 hit, prefetched a tile ago) hides behind both;
-        b1 is added to them. (Loading them before GEMM1 would hide more but holds 32 more registers across
-        it: spills at 128.)
+        channels 2t, 2t+1 of pixels g / g+8) before the barrier: the fp32 x from global memory (an L2 hit,
+        prefetched a tile ago), the half stream's xh_in from S0, where channel c of pixel p sits at hidden
+        pixel p - d(tap0[c]) (a table ro[c]; 4% faster than its uncoalesced global loads); they are widened
+        after the barrier and the staging, and b1 is added.
      4. barrier; GEMM2 (M = 128 tile pixels, N = C, K = e): warp w takes tile rows 2 (w / 2) and + 1 (two m16
         tiles) and half the n8 tiles (w % 2), so that each B fragment serves two m16 tiles (LFE_G2_MI = 1: one
         row and all n8 tiles, and for N not a multiple of 32). A: ldmatrix x4 straight from H, with the shift
@@ -55,6 +55,14 @@
      5. epilogue straight from the accumulators (now x + b1 + GEMM2): float2 stores of x and 32-bit stores of
         xh_out (one cvt per pair, rounding exactly as elan_from_f); the 4 lanes of a quad cover 32 contiguous
         bytes of a pixel.
+
+   wgmma (sm_90a builds, shapes with e padded to 128 and C to 64: ELAN-light): the same run path with both GEMMs
+   as warpgroup MMAs, wgmma.m64n64k16 with A from registers (the same ldmatrix fragments, shifts included) and B
+   read by the tensor cores from w0 / w1 in shared memory, staged once in the core-matrix layout. GEMM1: warpgroup
+   h takes w0's columns 64h .. 64h+63 of the three m64 tiles of hidden pixels (lfe_gemm1_wg); GEMM2: warpgroup h
+   takes tile rows 4h .. 4h+3 (warp = tile row), K = e padded to 128 (a zero A run past e). ~156 mma.sync per
+   warp and tile become 20 wgmma per warpgroup; with the residual from S0, 0.130 -> 0.121 ms (H100, 960x544,
+   half stream): the kernel is bound by its memory latency (the staging's wait) more than by its tensor work.
 
    Generic path, for any taps (kept for other masks; slower: 8 scalar loads per lane and k16 step): X holds the raw 12 x 20
    input tile (cp.async, 8-byte pieces, zero-fill outside the image), and the shifts are applied while
@@ -106,16 +114,21 @@ struct lfe_shape {
     /* run path: GEMM1's bias as K channels C .. C+2 (S0 holds 1 there, w0 the bias split in three 16-bit parts),
        where K1 leaves room for them; otherwise the accumulators start at b0 */
     static constexpr int BK = K1 - C >= 3 ? 3 : 0;
+    /* wgmma path (sm_90a): GEMM1 as two warpgroups of N = 64 (w0 padded to 128 rows), GEMM2 as m64n64 with K
+       padded to K2G; w0 and w1 then sit in shared memory in the core-matrix layout (elan_core_off) */
+    static constexpr int K2G = (E + 15) / 16 * 16;
+    static constexpr bool WG = 2 * NTH * 8 == 128 && NT2 * 8 == 64;
     /* shared memory, bytes */
     static constexpr size_t W0 = 0;                                       /* 2*NTH*8 rows x XS */
     static constexpr size_t W1 = W0 + (size_t)2 * NTH * 8 * XS * 2;       /* NT2*8 rows x HS */
-    static constexpr size_t X = W1 + (size_t)NT2 * 8 * HS * 2;            /* NX rows x XS (run path: S0, NH rows) */
+    static constexpr size_t X = W1 + (size_t)NT2 * 8 * (HS > K2G ? HS : K2G) * 2; /* NX rows x XS (run: S0, NH rows) */
     static constexpr size_t H = X + (size_t)NX * XS * 2;                  /* NH rows x HS */
     static constexpr size_t O0 = H + (size_t)NH * HS * 2;                 /* int[K1]: generic GEMM1 offsets */
     static constexpr size_t O1 = O0 + (size_t)K1 * 4;                     /* int[E]: generic GEMM2 offsets */
     static constexpr size_t D0 = O1 + (size_t)E * 4;                      /* int2[PPP]: run path, (dy, dx) of piece */
     static constexpr size_t D1 = D0 + ((size_t)PPP * 8 + 15) / 16 * 16;   /* int[R1]: run path, offset of run */
-    static constexpr size_t B0 = D1 + ((size_t)R1 * 4 + 15) / 16 * 16;    /* float[2*NTH*8] */
+    static constexpr size_t RO = D1 + ((size_t)R1 * 4 + 15) / 16 * 16;    /* int[C]: run path, residual in S0 */
+    static constexpr size_t B0 = RO + ((size_t)C * 4 + 15) / 16 * 16;     /* float[2*NTH*8] */
     static constexpr size_t B1 = B0 + (size_t)2 * NTH * 8 * 4;            /* float[NT2*8] */
     static constexpr size_t SMEM = B1 + (size_t)NT2 * 8 * 4;
     /* run path: S0 needs NH of X's NX rows, so H moves up behind it and gets MT1 * 16 rows, whole m16 tiles
@@ -123,7 +136,7 @@ struct lfe_shape {
     static constexpr size_t HR = X + (size_t)NH * XS * 2;
     static_assert(C % 4 == 0 && C <= 64 && E % 8 == 0 && E <= 128, "unsupported LFE shape");
     static_assert(W1 % 16 == 0 && X % 16 == 0 && H % 16 == 0 && O0 % 16 == 0 && O1 % 16 == 0 && D0 % 16 == 0 &&
-                      D1 % 16 == 0 && B0 % 16 == 0 && B1 % 16 == 0,
+                      D1 % 16 == 0 && RO % 16 == 0 && B0 % 16 == 0 && B1 % 16 == 0,
                   "shared-memory regions must stay 16-byte aligned");
     static_assert(LFE_TH == LFE_THREADS / 32 && LFE_TW == 16, "GEMM2 gives one tile row (one m16 tile) to each warp");
     static_assert(NH <= NX && MT1 == 3 * (LFE_THREADS / 64), "GEMM1 gives 3 m16 tiles to each warp");
@@ -334,6 +347,78 @@ static __device__ __forceinline__ void lfe_gemm1_runs(const unsigned short *s0, 
     }
 }
 
+#if defined(ELAN_HAVE_WGMMA) && !defined(LFE_NO_WGMMA)
+#define LFE_WG_ARCH 1 /* this compilation (sm_90a) runs the shapes with S::WG on wgmma */
+/* wgmma path, GEMM1: the m64 tile m of the hidden pixels (rows 64m .. 64m+63; warp i of the warpgroup loads rows
+   64m + 16i .. + 15 by ldmatrix, clamped to NH - 1 as in lfe_gemm1_runs) against the warpgroup's 64 columns of w0,
+   issued as one wgmma group into acc (the bias comes from the GEMM: S::BK, or is added in the epilogue). */
+template <typename T, int C, int E>
+static __device__ __forceinline__ void lfe_gemm1_wg_issue(float (&acc)[8][4], const unsigned short *s0, int m,
+                                                          unsigned long long db) {
+    typedef lfe_shape<C, E> S;
+    constexpr unsigned LBO = 2 * S::NTH * 8 * 16; /* bytes between w0's k groups */
+    const int lane = threadIdx.x & 31, wi = (threadIdx.x >> 5) & 3;
+    const unsigned short *pa = s0 + min(m * 64 + wi * 16 + (lane & 15), S::NH - 1) * S::XS + (lane >> 4) * 8;
+    unsigned af[S::K1 / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < S::K1 / 16; kc++) elan_ldsm_x4(af[kc], pa + kc * 16);
+    elan_wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < S::K1 / 16; kc++) elan_wgmma_m64n64k16<T>(acc, af[kc], db + (2 * kc * LBO >> 4), kc > 0);
+    elan_wgmma_commit();
+}
+/* ... and its epilogue: b0 where the GEMM has no bias channels (!S::BK), relu, rounding to T, stores into H
+   (padded n8 tiles past NT1 skipped; BORDER as in lfe_gemm1_runs). */
+template <typename T, int C, int E, bool BORDER>
+static __device__ __forceinline__ void lfe_gemm1_wg_store(const float (&acc)[8][4], unsigned short *hs,
+                                                          const float *b0s, int m, lfe_tile tl, int Hp, int Wp) {
+    typedef lfe_shape<C, E> S;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, h = warp >> 2;
+    const int q0 = m * 64 + (warp & 3) * 16 + g, q1 = q0 + 8; /* rows past NH land in H's spare rows */
+    bool ina = true, inb = true;
+    if (BORDER) ina = lfe_hidden_in<C, E>(tl, q0, Hp, Wp), inb = lfe_hidden_in<C, E>(tl, q1, Hp, Wp);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j < S::NT1 - 8 || h * 8 + j < S::NT1) { /* compile-time true but in the second warpgroup's last tile */
+            const int n = (h * 8 + j) * 8 + 2 * t;
+            unsigned v0, v1;
+            if constexpr (S::BK == 0) {
+                const float2 bb = *(const float2 *)(b0s + n);
+                v0 = elan_pack2_relu<T>(acc[j][0] + bb.x, acc[j][1] + bb.y);
+                v1 = elan_pack2_relu<T>(acc[j][2] + bb.x, acc[j][3] + bb.y);
+            } else { /* (adding a zero bias would still cost an FADD each: x + 0.0f is not x for x = -0.0f) */
+                v0 = elan_pack2_relu<T>(acc[j][0], acc[j][1]);
+                v1 = elan_pack2_relu<T>(acc[j][2], acc[j][3]);
+            }
+            if (BORDER) v0 = ina ? v0 : 0u, v1 = inb ? v1 : 0u;
+            *(unsigned *)(hs + q0 * S::HS + n) = v0;
+            *(unsigned *)(hs + q1 * S::HS + n) = v1;
+        }
+    }
+}
+/* GEMM1 on wgmma: warpgroup h takes columns 64h .. 64h+63 of the three m64 tiles, one tile after the other
+   (issue, wait, store). Two tiles in flight would overlap one's epilogue with the next one's tensor work, but
+   their accumulators and A fragments (96 registers) spill at the 128-register cap: slower (H100 dev check), as
+   was S0 in the core-matrix layout with A read by the tensor cores (no ldmatrix, two m64n32 units in flight:
+   0.121 -> 0.126-0.137 ms, longer waits for the staging). w0a: w0's shared address. */
+template <typename T, int C, int E, bool BORDER>
+static __device__ __forceinline__ void lfe_gemm1_wg(const unsigned short *s0, unsigned short *hs, unsigned w0a,
+                                                    const float *b0s, lfe_tile tl, int Hp, int Wp) {
+    typedef lfe_shape<C, E> S;
+    static_assert(S::MT1 == 12, "three m64 tiles of hidden pixels");
+    const unsigned long long db = elan_wgmma_desc(w0a + (threadIdx.x >> 7) * 8 * 128, 2 * S::NTH * 8 * 16, 128);
+    float acc[8][4];
+#pragma unroll 1
+    for (int m = 0; m < 3; m++) {
+        lfe_gemm1_wg_issue<T, C, E>(acc, s0, m, db);
+        elan_wgmma_wait<0>();
+        lfe_gemm1_wg_store<T, C, E, BORDER>(acc, hs, b0s, m, tl, Hp, Wp);
+    }
+}
+#else
+#define LFE_WG_ARCH 0
+#endif
+
 /* The run path's tile loop (see the opening comment, steps 1-5). The first tile's S0 is already in flight.
    XF: the fp32 residual stream a.x is present (a compile-time choice: a run-time test left both variants'
    address arithmetic in the loop, predicated, about 100 issued instructions per warp and tile). */
@@ -345,13 +430,20 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
     unsigned short *s0 = (unsigned short *)(smem + S::X);
     unsigned short *hs = (unsigned short *)(smem + S::HR);
     const int *d1 = (const int *)(smem + S::D1);
+    const int *ro = (const int *)(smem + S::RO);
     const float *b0s = (const float *)(smem + S::B0);
     const float *b1s = (const float *)(smem + S::B1);
+    constexpr bool WGP = LFE_WG_ARCH && S::WG; /* both GEMMs on wgmma (w0, w1 in the core-matrix layout) */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int Hp = a.Hp, Wp = a.Wp;
     const int tiles_x = Wp / LFE_TW, tiles_img = Hp / LFE_TH * tiles_x, ntiles = a.n * tiles_img;
     const unsigned short *xh = (const unsigned short *)a.xh_in;
+#if LFE_WG_ARCH
+    const unsigned w0a = elan_smem_addr(w0s);
+    /* GEMM2's B: w1 (NT2 * 8 = 64 rows, K2G columns), k groups 64 * 16 bytes apart */
+    const unsigned long long db1 = elan_wgmma_desc(elan_smem_addr(w1s), S::NT2 * 8 * 16, 128);
+#endif
 
     /* GEMM1's B by ldmatrix x2 (lfe_gemm1_runs), matrices (n8 tile, k lo), (n8 tile, k hi); lanes 16-31 repeat 0-15 */
     const unsigned short *w0q = w0s + ((warp >> 1) * (S::NTH / 2) * 8 + (lane & 7)) * S::XS + ((lane >> 3) & 1) * 8;
@@ -372,19 +464,29 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
         if (more) lfe_prefetch<C, E>(xh, XF ? a.x : NULL, nx, Hp, Wp);
 
         /* ---- GEMM1: H = relu(S0 w0^T + b0) on the 180 hidden pixels ---- */
-        if (tl.y0 >= 1 && tl.y0 + LFE_TH < Hp && tl.x0 >= 1 && tl.x0 + LFE_TW < Wp)
+        const bool interior = tl.y0 >= 1 && tl.y0 + LFE_TH < Hp && tl.x0 >= 1 && tl.x0 + LFE_TW < Wp;
+        if constexpr (WGP) {
+#if LFE_WG_ARCH
+            if (interior)
+                lfe_gemm1_wg<T, C, E, false>(s0, hs, w0a, b0s, tl, Hp, Wp);
+            else
+                lfe_gemm1_wg<T, C, E, true>(s0, hs, w0a, b0s, tl, Hp, Wp);
+#endif
+        } else if (interior) {
             lfe_gemm1_runs<T, C, E, false>(s0, hs, w0q, b0s, tl, Hp, Wp);
-        else
+        } else {
             lfe_gemm1_runs<T, C, E, true>(s0, hs, w0q, b0s, tl, Hp, Wp);
+        }
         /* GEMM2 work split: warp w takes MI m16 tiles (tile rows row0 .. row0 + MI - 1) and NJ n8 tiles from nj0.
            MI = 2 (rows 2 (w / 2), +1; n-half w % 2) loads each B fragment once for two m16 tiles: 4 ldmatrix
            per k-step instead of 5 (MI = 1: one tile row, all n8 tiles, every warp reloading all of w1). */
-        constexpr int MI = S::NT2 % 4 == 0 ? LFE_G2_MI : 1, NJ = S::NT2 / MI;
+        constexpr int MI = WGP ? 1 : S::NT2 % 4 == 0 ? LFE_G2_MI : 1, NJ = S::NT2 / MI; /* WGP: warp = tile row */
         const int row0 = MI == 1 ? warp : 2 * (warp >> 1), nj0 = MI == 1 ? 0 : (warp & 1) * NJ;
         /* GEMM2's accumulators start at x + b1 of tile rows row0 + mi, pixels x0+g (c0, c1) and x0+g+8 (c2, c3):
-           the x loads are issued before the barrier and used after it and the staging, so their latency (an L2
-           hit: prefetched a tile ago) hides behind both. (Half stream: the raw pairs are held and widened only
-           then; widening them here made every warp wait for its loads before the barrier.) */
+           the fp32 x loads are issued before the barrier and used after it and the staging, so their latency (an
+           L2 hit: prefetched a tile ago) hides behind both. The half stream's residual is xh_in, already in S0 (a
+           channel of tap d at hidden pixel p - d: ro), read from there before the barrier frees S0; the raw pairs
+           are widened only after it (LFE_RES_GLOBAL: from global memory, as up to step 10). */
         /* element offset of the lane's first pair, (pixel x0 + g of tile row row0 + mi) * C + nj0 * 8 + 2t: the
            pairs of the lane are at + nt * 8 and + 8 * C from it, immediate offsets of one address per row */
         long long pm[MI];
@@ -404,9 +506,15 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                         const float2 r0 = __ldcs((const float2 *)xr), r1 = __ldcs((const float2 *)(xr + 8 * C));
                         acc2[mi][nt][0] = r0.x, acc2[mi][nt][1] = r0.y, acc2[mi][nt][2] = r1.x, acc2[mi][nt][3] = r1.y;
                     } else {
+#ifdef LFE_RES_GLOBAL
                         const T *xr = (const T *)a.xh_in + pm[mi] + nt * 8;
                         raw[mi][nt][0] = *(const unsigned *)xr;
                         raw[mi][nt][1] = *(const unsigned *)(xr + 8 * C);
+#else
+                        const unsigned short *sr = s0 + ((row0 + mi) * S::HW + g) * S::XS + ro[c];
+                        raw[mi][nt][0] = *(const unsigned *)sr;
+                        raw[mi][nt][1] = *(const unsigned *)(sr + 8 * S::XS);
+#endif
                     }
                 } else {
                     acc2[mi][nt][0] = acc2[mi][nt][1] = acc2[mi][nt][2] = acc2[mi][nt][3] = 0.0f;
@@ -415,6 +523,10 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
             }
         __syncthreads(); /* H complete; S0 free */
 
+        /* hidden-tile rows of the lane's ldmatrix pixel (output (r, c) is hidden (r + 1, c + 1)) */
+        const unsigned short *ha[MI];
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++) ha[mi] = hs + ((row0 + mi + 1) * S::HW + arow + 1) * S::HS;
         if (more) lfe_stage_runs<C, E>(xh, s0, lp, nx, Hp, Wp);
         if (!XF) {
 #pragma unroll
@@ -426,21 +538,44 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                         acc2[mi][nt][0] = r0.x, acc2[mi][nt][1] = r0.y, acc2[mi][nt][2] = r1.x, acc2[mi][nt][3] = r1.y;
                     }
         }
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            const float2 bb = *(const float2 *)(b1s + (nj0 + j) * 8 + 2 * t);
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+                acc2[mi][j][0] += bb.x, acc2[mi][j][1] += bb.y, acc2[mi][j][2] += bb.x, acc2[mi][j][3] += bb.y;
+        }
+
+#if LFE_WG_ARCH
+        /* wgmma path: all of GEMM2's A fragments (after the residual and the staging: fewer live registers; K
+           padded to K2G: a run past R1 is zero), then the tensor work in one group */
+        constexpr int KS2 = S::K2G / 16;
+        unsigned ag[WGP ? KS2 : 1][4];
+        if constexpr (WGP) {
+#pragma unroll
+            for (int kc = 0; kc < KS2; kc++) {
+                if (2 * kc + 1 < S::R1) {
+                    elan_ldsm_x4(ag[kc], ha[0] + d1[2 * kc + akh]); /* run 2kc + akh, shifted by its tap */
+                } else {
+                    elan_ldsm_x2(ag[kc], ha[0] + d1[2 * kc]);
+                    ag[kc][2] = ag[kc][3] = 0u;
+                }
+            }
+        }
+#endif
 
         /* ---- GEMM2 + epilogue: tile rows row0 .. row0 + MI - 1, n8 tiles nj0 .. nj0 + NJ - 1 ---- */
-        {
-            /* hidden-tile rows of the lane's ldmatrix pixel (output (r, c) is hidden (r + 1, c + 1)) */
-            const unsigned short *ha[MI];
+        if constexpr (WGP) {
+#if LFE_WG_ARCH
+            elan_wgmma_fence();
 #pragma unroll
-            for (int mi = 0; mi < MI; mi++) ha[mi] = hs + ((row0 + mi + 1) * S::HW + arow + 1) * S::HS;
+            for (int kc = 0; kc < KS2; kc++)
+                elan_wgmma_m64n64k16<T>(acc2[0], ag[kc], db1 + (2 * kc * (S::NT2 * 8 * 16) >> 4), 1);
+            elan_wgmma_commit();
+            elan_wgmma_wait<0>();
+#endif
+        } else {
             float(&acc)[MI][NJ][4] = acc2;
-#pragma unroll
-            for (int j = 0; j < NJ; j++) {
-                const float2 bb = *(const float2 *)(b1s + (nj0 + j) * 8 + 2 * t);
-#pragma unroll
-                for (int mi = 0; mi < MI; mi++)
-                    acc[mi][j][0] += bb.x, acc[mi][j][1] += bb.y, acc[mi][j][2] += bb.x, acc[mi][j][3] += bb.y;
-            }
             const unsigned short *wb = w1s + nj0 * 8 * S::HS + bo1;
 #pragma unroll
             for (int kc = 0; kc < S::KC2; kc++) {
@@ -476,17 +611,17 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                     }
                 }
             }
-#pragma unroll
-            for (int mi = 0; mi < MI; mi++)
-#pragma unroll
-                for (int nt = 0; nt < NJ; nt++) {
-                    const int c = (nj0 + nt) * 8 + 2 * t;
-                    if (c < C) {
-                        lfe_store<T, XF>(a, pm[mi] + nt * 8, make_float2(acc[mi][nt][0], acc[mi][nt][1]));
-                        lfe_store<T, XF>(a, pm[mi] + nt * 8 + 8 * C, make_float2(acc[mi][nt][2], acc[mi][nt][3]));
-                    }
-                }
         }
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+            for (int nt = 0; nt < NJ; nt++) {
+                const int c = (nj0 + nt) * 8 + 2 * t;
+                if (c < C) {
+                    lfe_store<T, XF>(a, pm[mi] + nt * 8, make_float2(acc2[mi][nt][0], acc2[mi][nt][1]));
+                    lfe_store<T, XF>(a, pm[mi] + nt * 8 + 8 * C, make_float2(acc2[mi][nt][2], acc2[mi][nt][3]));
+                }
+            }
         tl = nx;
     }
 }
@@ -659,6 +794,7 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
     int *off0 = (int *)(smem + S::O0);
     int *off1 = (int *)(smem + S::O1);
     int2 *d0 = (int2 *)(smem + S::D0);
+    int *ro = (int *)(smem + S::RO);
     int *d1 = (int *)(smem + S::D1);
     float *b0s = (float *)(smem + S::B0);
     float *b1s = (float *)(smem + S::B1);
@@ -677,6 +813,8 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
             o += ((tp / 3 - 1) * S::XW + (tp % 3 - 1)) * S::XS;
             ok &= tp == lfe_tap(a.tap0[c & ~3]);
             if ((c & 3) == 0) d0[c >> 2] = make_int2(tp / 3 - 1, tp % 3 - 1);
+            /* run path, half stream: xh_in[p][c] is s0 at hidden pixel p - d(tap0[c]), inside the hidden tile */
+            ro[c] = ((1 - (tp / 3 - 1)) * S::HW + (1 - (tp % 3 - 1))) * S::XS + c;
         }
         off0[c] = o;
     }
@@ -689,10 +827,17 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
     }
     const bool runs = __syncthreads_and(ok) != 0; /* also publishes d0 to the first stage */
 
-    /* once per CTA: weights and biases (zero-padded), zero channels C..K1-1 of X / S0 (never staged) */
+    /* once per CTA: weights and biases (zero-padded), zero channels C..K1-1 of X / S0 (never staged). The wgmma
+       run path reads w0 and w1 in the core-matrix layout, everything else row by row. */
+    const bool core = LFE_WG_ARCH && S::WG && runs;
     {
-        elan_stage_w16<LFE_THREADS, S::XS>(w0s, S::XS, (const unsigned short *)a.w0, E, C, 2 * S::NTH * 8);
-        elan_stage_w16<LFE_THREADS, S::HS>(w1s, S::HS, (const unsigned short *)a.w1, C, E, S::NT2 * 8);
+        if (core) {
+            elan_stage_w16<LFE_THREADS, S::K1, true>(w0s, 0, (const unsigned short *)a.w0, E, C, 2 * S::NTH * 8);
+            elan_stage_w16<LFE_THREADS, S::K2G, true>(w1s, 0, (const unsigned short *)a.w1, C, E, S::NT2 * 8);
+        } else {
+            elan_stage_w16<LFE_THREADS, S::XS>(w0s, S::XS, (const unsigned short *)a.w0, E, C, 2 * S::NTH * 8);
+            elan_stage_w16<LFE_THREADS, S::HS>(w1s, S::HS, (const unsigned short *)a.w1, C, E, S::NT2 * 8);
+        }
         for (int j = tid; j < 2 * S::NTH * 8; j += LFE_THREADS) b0s[j] = j < E ? a.b0[j] : 0.0f;
         for (int c = tid; c < S::NT2 * 8; c += LFE_THREADS) b1s[c] = c < C ? a.b1[c] : 0.0f;
         if constexpr (S::K1 > C)
@@ -707,7 +852,8 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
             for (int n = tid; n < E; n += LFE_THREADS) {
                 const float b = a.b0[n];
                 const T hi = elan_from_f<T>(b), mid = elan_from_f<T>(b - elan_to_f(hi));
-                T *row = (T *)w0s + n * S::XS + C;
+                /* K channels C .. C+2 lie in one k group (C % 4 == 0): consecutive in either layout */
+                T *row = (T *)w0s + (core ? elan_core_off(n, C, 2 * S::NTH * 8) : n * S::XS + C);
                 row[0] = hi;
                 row[1] = mid;
                 row[2] = elan_from_f<T>(b - elan_to_f(hi) - elan_to_f(mid));
@@ -715,6 +861,9 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
         }
     }
 
+#if LFE_WG_ARCH
+    if (core) elan_fence_proxy_async(); /* the weights, for wgmma's reads (after the loop's first barrier) */
+#endif
     /* the input: from here on the previous kernel has completed (programmatic dependent launch) */
     elan_pdl_wait();
     const unsigned short *xh = (const unsigned short *)a.xh_in;

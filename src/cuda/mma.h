@@ -188,12 +188,19 @@ static __device__ __forceinline__ void elan_cp_async_wait_all() { asm volatile("
 template <int N>
 static __device__ __forceinline__ void elan_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
+/* Element (n, k) of an R x K operand (R a multiple of 8) in the wgmma core-matrix layout without swizzle: 8 x 8
+   blocks of 128 contiguous bytes (8 rows of 8 k), the blocks of one 8-column k group side by side along n
+   (128 bytes apart: the descriptor's stride offset), the k groups R * 16 bytes apart (its leading offset). */
+static __device__ __forceinline__ int elan_core_off(int n, int k, int R) {
+    return ((k >> 3) * (R >> 3) + (n >> 3)) * 64 + (n & 7) * 8 + (k & 7);
+}
+
 /* Stages an [rows][cols] matrix of 16-bit elements (weights, row-major, 2-byte aligned) into shared memory as
    R rows of K elements at a stride of dst_stride, zero past rows / cols: dst[n][k] = src[n][k]. Each thread keeps
-   8 loads in flight: a plain strided loop stores every loaded value before its next load issues, so a CTA waits
-   one L2 latency per element it stages (66 of them per thread for an LFE's weights: ~25 us, most of a small
-   image's LFE launch). */
-template <int THREADS, int K>
+   8 loads in flight (CORE: in elan_core_off's layout instead, dst_stride unused): a plain strided loop stores
+   every loaded value before its next load issues, so a CTA waits one L2 latency per element it stages (66 of
+   them per thread for an LFE's weights: ~25 us, most of a small image's LFE launch). */
+template <int THREADS, int K, bool CORE = false>
 static __device__ __forceinline__ void elan_stage_w16(unsigned short *dst, int dst_stride, const unsigned short *src,
                                                       int rows, int cols, int R) {
     constexpr int U = 8;
@@ -208,10 +215,68 @@ static __device__ __forceinline__ void elan_stage_w16(unsigned short *dst, int d
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int e = e0 + u * THREADS, n = e / K, k = e - n * K;
-            if (e < total) dst[n * dst_stride + k] = v[u];
+            if (e < total) dst[CORE ? elan_core_off(n, k, R) : n * dst_stride + k] = v[u];
         }
     }
 }
+
+/* ---- wgmma (sm_90a only: compiled where __CUDA_ARCH_FEAT_SM90_ALL is defined) ----
+   wgmma.mma_async m64n64k16, fp32 accumulators, A from registers, B from shared memory through a descriptor.
+   The four warps of a warpgroup (warps 4h .. 4h+3) issue it together; warp i holds rows 16i .. 16i+15 of the
+   64 x 16 A and of the 64 x 64 D, each in mma.m16n8k16's layout (above): a[0..3] as A there, d[j][0..3] as the
+   C/D fragment of the n8 tile j. So a warp's ldmatrix A fragments and its epilogue are those of mma.sync.
+   B (16 x 64) is K-major: n rows of k, in elan_core_off's layout with R = 64 rows per k group. The instruction
+   runs asynchronously: wgmma_fence orders earlier register writes (A, D) before it, wgmma_commit closes a
+   group, wgmma_wait<N> returns when at most N groups are in flight; D may not be touched in between. */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ELAN_HAVE_WGMMA 1
+/* Descriptor of a no-swizzle K-major operand at shared address addr: lbo = bytes between k groups, sbo = bytes
+   between 8-row groups (both multiples of 16). */
+static __device__ __forceinline__ unsigned long long elan_wgmma_desc(unsigned addr, unsigned lbo, unsigned sbo) {
+    return (unsigned long long)((addr & 0x3FFFF) >> 4) | (unsigned long long)(lbo >> 4) << 16 |
+           (unsigned long long)(sbo >> 4) << 32;
+}
+static __device__ __forceinline__ void elan_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+static __device__ __forceinline__ void elan_wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N> static __device__ __forceinline__ void elan_wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Generic-proxy writes of shared memory (st.shared, cp.async) made visible to wgmma's operand reads: after the
+   writes, before the barrier that precedes the wgmma. */
+static __device__ __forceinline__ void elan_fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+#define ELAN_WG_D32(d)                                                                                              \
+    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),         \
+        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),     \
+        "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]),     \
+        "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),     \
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+#define ELAN_WG_ASM(TY)                                                                                             \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                                    \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,"  \
+    "%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+/* D = A * B + (acc ? D : 0) */
+template <typename T>
+static __device__ __forceinline__ void elan_wgmma_m64n64k16(float (&d)[8][4], const unsigned a[4],
+                                                            unsigned long long desc_b, int acc);
+template <>
+__device__ __forceinline__ void elan_wgmma_m64n64k16<__half>(float (&d)[8][4], const unsigned a[4],
+                                                             unsigned long long desc_b, int acc) {
+    asm volatile(ELAN_WG_ASM("f16") : ELAN_WG_D32(d) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b),
+                 "r"(acc));
+}
+template <>
+__device__ __forceinline__ void elan_wgmma_m64n64k16<__nv_bfloat16>(float (&d)[8][4], const unsigned a[4],
+                                                                    unsigned long long desc_b, int acc) {
+    asm volatile(ELAN_WG_ASM("bf16") : ELAN_WG_D32(d) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b),
+                 "r"(acc));
+}
+#undef ELAN_WG_ASM
+#undef ELAN_WG_D32
+#endif
 
 /* Hint: bring the 128-byte line holding p into L2 (no register, no wait). */
 static __device__ __forceinline__ void elan_prefetch_l2(const void *p) {
