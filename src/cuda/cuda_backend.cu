@@ -148,6 +148,7 @@ typedef struct {
     int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
     int gmsa_one;               /* half_x, fused_attn: the GMSA of unshifted blocks as one kernel (gmsa.cu gmsa_kernel) */
     int tail_tf32;              /* tf32: the tail on tf32 tensor cores (conv3x3.cu tail_tf32), the carried B added there */
+    int lfe_wg;                 /* elan_cuda_lfe_args.wg: -1 (by size), or forced 0 / 1 (ELANSR_CUDA_LFE_WG) */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
                                    plan then has no fp32 x at all */
     int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
@@ -559,6 +560,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 la.xh_in = pl->xh[cur], la.x = be->half_x ? NULL : pl->x, la.xh_out = pl->xh[cur ^ 1];
                 la.w0 = d->c0.w, la.b0 = d->c0.b, la.tap0 = d->tap0, la.w1 = d->c1.w, la.b1 = d->c1.b, la.tap1 = d->tap1;
                 la.act = be->act, la.C = C, la.e = d->c0.cout, la.n = pl->n, la.Hp = pl->Hp, la.Wp = pl->Wp;
+                la.wg = be->lfe_wg;
                 LAUNCH(elan_cuda_lfe_fused(&la, s), "fused lfe");
                 cur ^= 1;
             } else if (be->shift_gemm && d->quads0 && d->quads1) {
@@ -932,6 +934,9 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     const char *gs = getenv("ELANSR_CUDA_GMSA");
     be->gmsa_one = be->fused_attn && be->half_x && !(gs && strcmp(gs, "split") == 0) &&
                    elan_cuda_gmsa_supported(be->k, be->C, m->windows, be->act) == 0;
+    /* the LFE's wgmma path (sm_90a builds): where a CTA runs enough tiles, ELANSR_CUDA_LFE_WG=1 / 0 forces it */
+    const char *lw = getenv("ELANSR_CUDA_LFE_WG");
+    be->lfe_wg = lw && (lw[0] == '0' || lw[0] == '1') ? lw[0] - '0' : -1;
     /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */
     const char *tl = getenv("ELANSR_CUDA_TAIL");
     be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;

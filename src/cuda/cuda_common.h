@@ -134,6 +134,7 @@ typedef struct {
     int act;                    /* ELAN_ACT_F16 or ELAN_ACT_BF16 */
     int C, e;
     int n, Hp, Wp;              /* P = n*Hp*Wp; Hp, Wp multiples of 16 */
+    int wg;                     /* the wgmma path (sm_90a builds): 1 on, 0 off, -1 by tiles per CTA */
 } elan_cuda_lfe_args;
 
 /* ---- pointwise.cu (fp16 / bf16 only) ---- */

@@ -422,7 +422,7 @@ static __device__ __forceinline__ void lfe_gemm1_wg(const unsigned short *s0, un
 /* The run path's tile loop (see the opening comment, steps 1-5). The first tile's S0 is already in flight.
    XF: the fp32 residual stream a.x is present (a compile-time choice: a run-time test left both variants'
    address arithmetic in the loop, predicated, about 100 issued instructions per warp and tile). */
-template <typename T, int C, int E, bool XF>
+template <typename T, int C, int E, bool XF, bool WG>
 static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a, unsigned char *smem, lfe_piece lp) {
     typedef lfe_shape<C, E> S;
     const unsigned short *w0s = (const unsigned short *)(smem + S::W0);
@@ -433,7 +433,7 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
     const int *ro = (const int *)(smem + S::RO);
     const float *b0s = (const float *)(smem + S::B0);
     const float *b1s = (const float *)(smem + S::B1);
-    constexpr bool WGP = LFE_WG_ARCH && S::WG; /* both GEMMs on wgmma (w0, w1 in the core-matrix layout) */
+    constexpr bool WGP = WG && LFE_WG_ARCH && S::WG; /* both GEMMs on wgmma (w0, w1 in the core-matrix layout) */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int Hp = a.Hp, Wp = a.Wp;
@@ -782,8 +782,8 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
 
 /* The kernel: shift tables, the path test (tap0 constant over aligned runs of 4 channels and tap1 over aligned
    runs of 8, taps past 8 read as 8; elan_cuda_lfe_fused_taps_ok tests the same on the host), weights, then
-   the tile loop of that path. */
-template <typename T, int C, int E>
+   the tile loop of that path. WG: the run path on wgmma where the build and the shape allow it (sm_90a, S::WG). */
+template <typename T, int C, int E, bool WG>
 static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_cuda_lfe_args a) {
     typedef lfe_shape<C, E> S;
     extern __shared__ float4 lfe_smem4[];
@@ -829,7 +829,7 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
 
     /* once per CTA: weights and biases (zero-padded), zero channels C..K1-1 of X / S0 (never staged). The wgmma
        run path reads w0 and w1 in the core-matrix layout, everything else row by row. */
-    const bool core = LFE_WG_ARCH && S::WG && runs;
+    const bool core = WG && LFE_WG_ARCH && S::WG && runs;
     {
         if (core) {
             elan_stage_w16<LFE_THREADS, S::K1, true>(w0s, 0, (const unsigned short *)a.w0, E, C, 2 * S::NTH * 8);
@@ -875,9 +875,9 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
         lfe_stage<C, E>(xh, xs, first, Hp, Wp);
 
     if (runs && a.x)
-        lfe_loop_runs<T, C, E, true>(a, smem, lp);
+        lfe_loop_runs<T, C, E, true, WG>(a, smem, lp);
     else if (runs)
-        lfe_loop_runs<T, C, E, false>(a, smem, lp);
+        lfe_loop_runs<T, C, E, false, WG>(a, smem, lp);
     else
         lfe_loop_generic<T, C, E>(a, smem);
     elan_cp_async_wait_all(); /* nothing is in flight here (the last tile issues no stage), but leave no group open */
@@ -890,12 +890,20 @@ typedef void (*lfe_fn)(elan_cuda_lfe_args);
 #define LFE_CASE(CC, EE)                                                                        \
     if (C == CC && e == EE) {                                                                   \
         *smem = lfe_shape<CC, EE>::SMEM;                                                        \
-        if (act == ELAN_ACT_F16) return lfe_fused_kernel<__half, CC, EE>;                       \
-        if (act == ELAN_ACT_BF16) return lfe_fused_kernel<__nv_bfloat16, CC, EE>;              \
+        if (act == ELAN_ACT_F16) return wg ? lfe_fused_kernel<__half, CC, EE, true>             \
+                                           : lfe_fused_kernel<__half, CC, EE, false>;           \
+        if (act == ELAN_ACT_BF16) return wg ? lfe_fused_kernel<__nv_bfloat16, CC, EE, true>     \
+                                            : lfe_fused_kernel<__nv_bfloat16, CC, EE, false>;   \
         return NULL;                                                                            \
     }
 
-static lfe_fn lfe_pick(int C, int e, int act, size_t *smem) {
+/* The wgmma path (WG) where each CTA runs at least this many tiles: its tiles are ~7% faster at 4K, but it is
+   1.5-2.5% slower when a CTA runs only ~2 (720p, 16 x 64x64: H100, same lease), where the first tile's
+   latency sets the time. 4K has ~15 tiles per CTA, 1080p ~4 (no difference measured), 720p ~2. a.wg = 1 / 0
+   forces the choice (the backend: ELANSR_CUDA_LFE_WG=1 / 0; tests, A/B). */
+#define LFE_WG_MIN_TILES_PER_CTA 6
+
+static lfe_fn lfe_pick(int C, int e, int act, size_t *smem, bool wg) {
     LFE_CASE(60, 120)
     LFE_CASE(32, 64)
     LFE_CASE(48, 96)
@@ -905,7 +913,7 @@ static lfe_fn lfe_pick(int C, int e, int act, size_t *smem) {
 
 extern "C" int elan_cuda_lfe_fused_supported(int C, int e) {
     size_t smem;
-    return lfe_pick(C, e, ELAN_ACT_F16, &smem) ? 0 : -1;
+    return lfe_pick(C, e, ELAN_ACT_F16, &smem, false) ? 0 : -1;
 }
 
 static int lfe_tap_host(unsigned char tp) { return tp < 8 ? (int)tp : 8; }
@@ -922,14 +930,15 @@ extern "C" int elan_cuda_lfe_fused_taps_ok(const unsigned char *host_taps0, int 
 
 extern "C" cudaError_t elan_cuda_lfe_fused_prepare(int C, int e, int act) {
     size_t smem = 0;
-    const lfe_fn fn = lfe_pick(C, e, act, &smem);
+    const lfe_fn fn = lfe_pick(C, e, act, &smem, false), fw = lfe_pick(C, e, act, &smem, true);
     if (!fn) return cudaErrorInvalidValue;
-    return cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    const cudaError_t err = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    return err != cudaSuccess ? err : cudaFuncSetAttribute(fw, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
 extern "C" cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStream_t s) {
     size_t smem = 0;
-    const lfe_fn fn = lfe_pick(a->C, a->e, a->act, &smem);
+    lfe_fn fn = lfe_pick(a->C, a->e, a->act, &smem, false);
     if (!fn || a->n < 0 || a->Hp <= 0 || a->Wp <= 0 || a->Hp % LFE_TH || a->Wp % LFE_TW || a->xh_in == a->xh_out)
         return cudaErrorInvalidValue;
     /* 8-byte pieces of xh_in, float2 of x, 32-bit pairs of xh_out (every cudaMalloc'd buffer qualifies) */
@@ -943,5 +952,7 @@ extern "C" cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStre
     const cudaError_t err = elan_resident_ctas(fn, LFE_THREADS, smem, &slots);
     if (err != cudaSuccess) return err;
     const long long grid = tiles < slots ? tiles : slots;
+    const bool wg = a->wg >= 0 ? a->wg == 1 : tiles >= LFE_WG_MIN_TILES_PER_CTA * slots;
+    if (wg) fn = lfe_pick(a->C, a->e, a->act, &smem, true); /* the same shared memory and registers */
     return elan_launch_pdl(fn, dim3((unsigned)grid), dim3(LFE_THREADS), smem, s, *a);
 }
