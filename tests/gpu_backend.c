@@ -283,9 +283,10 @@ static void test_half(void) {
     /* fp16 and bf16; DEFAULT, which is fp16 on a GPU; both with the fused kernels turned off (ELANSR_CUDA_FUSED=0,
        read at creation), so that the unfused path stays tested; and the non-default choices of the fused path:
        the residual stream in fp32 (ELANSR_CUDA_HALF_X=0), project_inp as its own kernel (ELANSR_CUDA_FUSED_ATTN=0),
-       attention and project_out as two kernels in every block (ELANSR_CUDA_GMSA=split),
-       the LFE's wgmma path at a size where it is not picked (ELANSR_CUDA_LFE_WG=1; the same kernel in builds
-       without sm_90a), the fp32 tail after a conversion of the half stream instead of the tensor-core one
+       attention and project_out as two kernels in every block (ELANSR_CUDA_GMSA=split) or in shifted blocks only
+       (=unshifted),
+       the LFE's mma.sync path, which sm_90a builds take only when asked (ELANSR_CUDA_LFE_WG=0; the default
+       kernel in builds without sm_90a), the fp32 tail after a conversion of the half stream instead of the tensor-core one
        (ELANSR_CUDA_TAIL=simt) */
     static const struct {
         elansr_precision prec, as;
@@ -301,8 +302,9 @@ static void test_half(void) {
                 {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_FUSED_ATTN", "0", "checkpoint, separate project_inp"},
                 {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_GMSA", "split", "checkpoint, split GMSA"},
                 {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_GMSA", "split", "checkpoint, split GMSA"},
-                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_LFE_WG", "1", "checkpoint, LFE on wgmma"},
-                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_LFE_WG", "1", "checkpoint, LFE on wgmma"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_GMSA", "unshifted", "checkpoint, shifted GMSA split"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_LFE_WG", "0", "checkpoint, LFE on mma.sync"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_LFE_WG", "0", "checkpoint, LFE on mma.sync"},
                 {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_TAIL", "simt", "checkpoint, fp32 tail"},
                 {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_TAIL", "simt", "checkpoint, fp32 tail"}};
     for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {

@@ -1,8 +1,8 @@
 // kernel: src/cuda/gmsa.cu src/cuda/pointwise.cu
 /* check_attn_proj.cu — elan_cuda_attn3 with GMSA's project_inp fused (x != NULL) against a CPU reference and
    against the unfused path (elan_cuda_pw writes project_inp's output g, elan_cuda_attn3 reads it), then timed;
-   and the whole GMSA in one kernel (elan_cuda_gmsa, unshifted blocks) against a CPU reference and against
-   elan_cuda_attn3 + elan_cuda_pw (project_out and the residual), then timed beside them.
+   and the whole GMSA (elan_cuda_gmsa: one kernel in unshifted blocks, two in shifted ones) against a CPU reference
+   and against elan_cuda_attn3 + elan_cuda_pw (project_out and the residual), then timed beside them.
 
    Shapes as in ELAN-light and cuda_backend.cu: C = 60 channels, three groups of k = 20 with windows 4, 8, 16.
    A computing GMSA takes group gi's q rows gi*2k.. and v rows gi*2k+k.. of pin_w ([2C][C]) and leaves q (fp16) in
@@ -77,14 +77,18 @@ static int guards_ok(const gbuf &b, const char *name) {
 
 /* Arguments of the three groups as cuda_backend.cu builds them. Fused computing (computes = 1): x, wq/bq = rows
    gi*2k.. of w/b, wv/bv = the next k rows, q_out = q + gi*k; fused reusing (computes = 0): q read at q + gi*k,
-   wv/bv = rows gi*k.. of w/b. Unfused (x == NULL): q and v from g at stride 2C (pw added the bias). */
+   wv/bv = rows gi*k.. of w/b. Unfused (x == NULL): q and v from g at stride 2C (pw added the bias). qpl / ypl:
+   q / y in planes of P x k per group (group gi at gi*k*P, stride k), as cuda_backend.cu lays out q and the
+   shifted whole GMSA's y; else interleaved (group gi at column gi*k of a P x C array). */
 static void make_args(elan_cuda_attn_args a[3], int act, size_t esz, const void *x, const void *w, const float *b,
-                      __half *q, int computes, const void *g, void *y, int n, int Hp, int Wp, int shifted) {
+                      __half *q, int computes, const void *g, void *y, int n, int Hp, int Wp, int shifted,
+                      int qpl = 0, int ypl = 0) {
+    const size_t P = (size_t)n * Hp * Wp;
     memset(a, 0, 3 * sizeof *a);
     for (int gi = 0; gi < 3; gi++) {
         a[gi].act = act, a[gi].k = K, a[gi].ws = WS[gi], a[gi].shift = shifted ? WS[gi] / 2 : 0;
         a[gi].n = n, a[gi].Hp = Hp, a[gi].Wp = Wp;
-        a[gi].y = (char *)y + (size_t)gi * K * esz, a[gi].y_stride = C;
+        a[gi].y = (char *)y + (ypl ? gi * K * P : (size_t)gi * K) * esz, a[gi].y_stride = ypl ? K : C;
         if (!x) {
             a[gi].q = (const char *)g + (size_t)gi * 2 * K * esz, a[gi].q_stride = 2 * C;
             a[gi].v = (const char *)g + (size_t)(gi * 2 * K + K) * esz, a[gi].v_stride = 2 * C;
@@ -94,10 +98,10 @@ static void make_args(elan_cuda_attn_args a[3], int act, size_t esz, const void 
         const int r0 = computes ? gi * 2 * K : gi * K;
         if (computes) {
             a[gi].wq = (const char *)w + (size_t)r0 * C * esz, a[gi].bq = b + r0;
-            a[gi].q_out = q + gi * K, a[gi].q_out_stride = C;
+            a[gi].q_out = q + (qpl ? gi * K * P : (size_t)gi * K), a[gi].q_out_stride = qpl ? K : C;
             a[gi].wv = (const char *)w + (size_t)(r0 + K) * C * esz, a[gi].bv = b + r0 + K;
         } else {
-            a[gi].q = q + gi * K, a[gi].q_stride = C;
+            a[gi].q = q + (qpl ? gi * K * P : (size_t)gi * K), a[gi].q_stride = qpl ? K : C;
             a[gi].wv = (const char *)w + (size_t)r0 * C * esz, a[gi].bv = b + r0;
         }
     }
@@ -384,13 +388,15 @@ static long long check_x(const std::vector<T> &xo, const std::vector<T> &x, cons
     return bad;
 }
 
-/* The whole GMSA (unshifted): computing, then reusing (q from the computing run's q_out). */
+/* The whole GMSA: computing, then reusing (q from the computing run's q_out). Shifted: y (the ws 4 / 8 groups'
+   scratch) in a guarded buffer. */
 template <typename T>
-static int run_gmsa_case(int n, int Hp, int Wp, int act) {
+static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted) {
     const long long P = (long long)n * Hp * Wp;
     const size_t esz = sizeof(T);
     char tag[64];
-    snprintf(tag, sizeof tag, "%s n %d %3dx%-3d gmsa   ", act == ELAN_ACT_F16 ? "fp16" : "bf16", n, Wp, Hp);
+    snprintf(tag, sizeof tag, "%s n %d %3dx%-3d gmsa %s", act == ELAN_ACT_F16 ? "fp16" : "bf16", n, Wp, Hp,
+             shifted ? "sh" : "  ");
     std::vector<T> x((size_t)P * C), w1(2 * C * C), w2(C * C), wo(C * C), xo((size_t)P * C), xu((size_t)P * C),
         xk((size_t)P * C);
     std::vector<float> b1(2 * C), b2(C), bo(C);
@@ -405,8 +411,8 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act) {
     gbuf gxo = gbuf_new(xo.size() * esz), gq = gbuf_new(qo.size() * 2), gqa = gbuf_new(qo.size() * 2),
          gy = gbuf_new(xo.size() * esz);
     elan_cuda_gmsa_args gc, gr;
-    make_args(gc.g, act, esz, dx, dw1, db1, (__half *)gq.p, 1, NULL, NULL, n, Hp, Wp, 0);
-    make_args(gr.g, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, NULL, n, Hp, Wp, 0);
+    make_args(gc.g, act, esz, dx, dw1, db1, (__half *)gq.p, 1, NULL, shifted ? gy.p : NULL, n, Hp, Wp, shifted, 1, 1);
+    make_args(gr.g, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, shifted ? gy.p : NULL, n, Hp, Wp, shifted, 1, 1);
     gc.wo = gr.wo = dwo, gc.bo = gr.bo = dbo, gc.x_out = gr.x_out = gxo.p;
     int fails = 0;
     double me;
@@ -423,16 +429,18 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act) {
     if (!x_kept) printf("  the GMSA changed its input x\n");
     /* q_out: the same projection code as attn3's, so the same bits */
     elan_cuda_attn_args ac[3];
-    make_args(ac, act, esz, dx, dw1, db1, (__half *)gqa.p, 1, NULL, gy.p, n, Hp, Wp, 0);
+    const int y_guards = guards_ok(gy, "y");
+    make_args(ac, act, esz, dx, dw1, db1, (__half *)gqa.p, 1, NULL, gy.p, n, Hp, Wp, shifted, 1, 0);
     CK(cudaMemset(gqa.p, 0xff, gqa.bytes));
     CK(elan_cuda_attn3(ac, 0));
     CK(cudaDeviceSynchronize());
     CK(cudaMemcpy(qa.data(), gqa.p, gqa.bytes, cudaMemcpyDeviceToHost));
     const int q_same = memcmp(qo.data(), qa.data(), gq.bytes) == 0;
     if (!q_same) printf("  q_out differs from elan_cuda_attn3's\n");
-    std::vector<float> qk((size_t)P * C);
-    for (size_t i = 0; i < qo.size(); i++) qk[i] = __half2float(qo[i]);
-    const std::vector<double> yc = ref_y(qk, project(x, w1, b1, 2 * K, K, P), n, Hp, Wp, 0);
+    std::vector<float> qk((size_t)P * C); /* q_out's planes as a P x C array */
+    for (long long p = 0; p < P; p++)
+        for (int c = 0; c < C; c++) qk[(size_t)p * C + c] = __half2float(qo[(size_t)(c / K) * K * P + (size_t)p * K + c % K]);
+    const std::vector<double> yc = ref_y(qk, project(x, w1, b1, 2 * K, K, P), n, Hp, Wp, shifted);
     long long bad = check_x(xo, x, wo, bo, yc, act, "gmsa computing", &me);
     /* against attn3 (y, just computed) + pw: x_unfused = x + bo + wo y */
     elan_cuda_pw_args pw;
@@ -450,7 +458,7 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act) {
         du = std::max(du, (double)fabs(h2f(xo[i]) - h2f(xu[i])));
         same += memcmp(&xo[i], &xu[i], esz) == 0;
     }
-    int ok = !bad && !bad_u && x_kept && q_same && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out");
+    int ok = !bad && !bad_u && x_kept && q_same && y_guards && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out");
     printf("%s %s computing: x_out max|err| %.3g, %lld bad; attn3 + pw %lld bad; gmsa - (attn3 + pw) max %.3g, "
            "%.2f%% identical\n",
            ok ? "PASS" : "FAIL", tag, me, bad, bad_u, du, 100.0 * same / xo.size());
@@ -464,9 +472,9 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act) {
     CK(cudaMemcpy(qo2.data(), gq.p, gq.bytes, cudaMemcpyDeviceToHost));
     const int q_kept = memcmp(qo.data(), qo2.data(), gq.bytes) == 0;
     if (!q_kept) printf("  the reusing run changed q_out\n");
-    const std::vector<double> yr = ref_y(qk, project(x, w2, b2, K, 0, P), n, Hp, Wp, 0);
+    const std::vector<double> yr = ref_y(qk, project(x, w2, b2, K, 0, P), n, Hp, Wp, shifted);
     bad = check_x(xo, x, wo, bo, yr, act, "gmsa reusing", &me);
-    ok = !bad && q_kept && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out");
+    ok = !bad && q_kept && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out") && guards_ok(gy, "y");
     printf("%s %s reusing  : x_out max|err| %.3g, %lld bad\n", ok ? "PASS" : "FAIL", tag, me, bad);
     fails += !ok;
     cudaFree(dx), cudaFree(dw1), cudaFree(dw2), cudaFree(dwo), cudaFree(dxu), cudaFree(db1), cudaFree(db2),
@@ -476,9 +484,9 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act) {
 }
 
 /* 960 x 544: the whole GMSA against attn3 (project_inp fused) + pw (project_out, residual), x rotated over NB
-   buffers, computing and reusing, alternated twice. */
+   buffers, computing and reusing, alternated twice; unshifted or shifted blocks. */
 template <typename T>
-static void time_gmsa(int act) {
+static void time_gmsa(int act, int shifted) {
     enum { NB = 3 };
     const int n = 1, Hp = 544, Wp = 960;
     const long long P = (long long)n * Hp * Wp;
@@ -501,11 +509,11 @@ static void time_gmsa(int act) {
     elan_cuda_gmsa_args gc[NB], gr[NB];
     elan_cuda_attn_args ac[NB][3], ar[NB][3];
     for (int i = 0; i < NB; i++) {
-        make_args(gc[i].g, act, esz, dx[i], dw1, db1, dq, 1, NULL, NULL, n, Hp, Wp, 0);
-        make_args(gr[i].g, act, esz, dx[i], dw2, db2, dq, 0, NULL, NULL, n, Hp, Wp, 0);
+        make_args(gc[i].g, act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, shifted, 1, 1);
+        make_args(gr[i].g, act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 1);
         gc[i].wo = gr[i].wo = dwo, gc[i].bo = gr[i].bo = dbo, gc[i].x_out = gr[i].x_out = dxo;
-        make_args(ac[i], act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, 0);
-        make_args(ar[i], act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, 0);
+        make_args(ac[i], act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, shifted, 1, 0);
+        make_args(ar[i], act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 0);
     }
     elan_cuda_pw_args pw; /* residual mode into a scratch copy of x (in place there, never read by the attention) */
     memset(&pw, 0, sizeof pw);
@@ -526,9 +534,9 @@ static void time_gmsa(int act) {
             return e != cudaSuccess ? e : elan_cuda_pw(&pw, 0);
         });
         const double tp = median_ms([&] { return elan_cuda_pw(&pw, 0); });
-        printf("time %s %dx%d: gmsa computing %.3f ms, reusing %.3f ms; attn3 + pw computing %.3f, reusing %.3f "
+        printf("time %s %dx%d %s: gmsa computing %.3f ms, reusing %.3f ms; attn3 + pw computing %.3f, reusing %.3f "
                "(pw %.3f)\n",
-               act == ELAN_ACT_F16 ? "fp16" : "bf16", Wp, Hp, tgc, tgr, tac, tar, tp);
+               act == ELAN_ACT_F16 ? "fp16" : "bf16", Wp, Hp, shifted ? "shifted" : "plain", tgc, tgr, tac, tar, tp);
     }
     for (int i = 0; i < NB; i++) cudaFree(dx[i]);
     cudaFree(dw1), cudaFree(dw2), cudaFree(dwo), cudaFree(db1), cudaFree(db2), cudaFree(dbo), cudaFree(dy);
@@ -562,10 +570,14 @@ int main(void) {
         }
         CK(elan_cuda_gmsa_prepare(K, C, WS, act));
         CK(elan_cuda_pw_prepare(C, C, act));
-        fails += ai ? run_gmsa_case<__nv_bfloat16>(2, 32, 48, act) : run_gmsa_case<__half>(2, 32, 48, act);
-        fails += ai ? run_gmsa_case<__nv_bfloat16>(1, 64, 80, act) : run_gmsa_case<__half>(1, 64, 80, act);
-        if (ai) time_gmsa<__nv_bfloat16>(act);
-        else time_gmsa<__half>(act);
+        for (int shifted = 0; shifted < 2; shifted++) {
+            fails += ai ? run_gmsa_case<__nv_bfloat16>(2, 32, 48, act, shifted) : run_gmsa_case<__half>(2, 32, 48, act, shifted);
+            fails += ai ? run_gmsa_case<__nv_bfloat16>(1, 64, 80, act, shifted) : run_gmsa_case<__half>(1, 64, 80, act, shifted);
+        }
+        for (int shifted = 0; shifted < 2; shifted++) {
+            if (ai) time_gmsa<__nv_bfloat16>(act, shifted);
+            else time_gmsa<__half>(act, shifted);
+        }
     }
     if (fails) printf("check_attn_proj: FAIL (%d failed)\n", fails);
     else printf("check_attn_proj: PASS\n");

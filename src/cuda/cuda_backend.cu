@@ -32,7 +32,10 @@
          project_inp fused     computing GMSA leaves its q (fp16) in g for the reusing ones
        project_out + residual  sA, x -> x, xh[cur]                                           pointwise.cu
    In unshifted blocks (gmsa_one) the last two are one kernel instead, the whole GMSA: xh[cur] -> xh[cur ^ 1],
-   cur flips (gmsa.cu gmsa_kernel; y never leaves the chip). ELANSR_CUDA_GMSA=split keeps the two launches.
+   cur flips (gmsa.cu gmsa_kernel; y never leaves the chip). In shifted blocks (gmsa_shifted) they are the ws 4 / 8
+   groups' attention (y of those groups into sA) and then the ws 16 group's with project_out and the residual,
+   again xh[cur] -> xh[cur ^ 1]. ELANSR_CUDA_GMSA=split keeps the two launches everywhere, =unshifted only in
+   shifted blocks.
    The residual stream is xh itself (half_x: the LFE and project_out update xh, and the head writes no x);
    ELANSR_CUDA_HALF_X=0 keeps it in fp32 (4 bytes more per element and access). The tail then reads xh and hb
    itself and runs on tensor cores (tail_mma), and the plan has no fp32 x at all; ELANSR_CUDA_TAIL=simt (and a
@@ -147,8 +150,9 @@ typedef struct {
     int half_x;                 /* fused half modes: the residual stream is xh itself (no fp32 x in the body) */
     int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
     int gmsa_one;               /* half_x, fused_attn: the GMSA of unshifted blocks as one kernel (gmsa.cu gmsa_kernel) */
+    int gmsa_shifted;           /* gmsa_one: shifted blocks through elan_cuda_gmsa as well (no pointwise kernel) */
     int tail_tf32;              /* tf32: the tail on tf32 tensor cores (conv3x3.cu tail_tf32), the carried B added there */
-    int lfe_wg;                 /* elan_cuda_lfe_args.wg: -1 (by size), or forced 0 / 1 (ELANSR_CUDA_LFE_WG) */
+    int lfe_wg;                 /* elan_cuda_lfe_args.wg: -1 (default: on), or 0 / 1 (ELANSR_CUDA_LFE_WG) */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
                                    plan then has no fp32 x at all */
     int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
@@ -598,7 +602,9 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
             }
             if (be->fused_attn) {
                 /* project_inp inside the attention: the computing GMSA leaves its q (fp16) in g for the
-                   block's reusing GMSAs */
+                   block's reusing GMSAs, one plane of P x k per group (whole sectors: a group's kernel writes
+                   and reads 40 contiguous bytes per pixel, not 40 of every 120, which in shifted blocks, where
+                   the groups' kernels run apart, cost partial-sector traffic) */
                 for (int gi = 0; gi < 3; gi++) {
                     elan_cuda_attn_args &at = ats[gi];
                     at.x = pl->xh[cur], at.x_stride = C, at.cin = C;
@@ -606,15 +612,18 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                     if (d->computes) {
                         at.wq = (const char *)d->pin.w + (size_t)r0 * C * be->esz, at.bq = d->pin.b + r0;
                         at.wv = (const char *)d->pin.w + (size_t)(r0 + k) * C * be->esz, at.bv = d->pin.b + r0 + k;
-                        at.q_out = (__half *)pl->g + gi * k, at.q_out_stride = C;
+                        at.q_out = (__half *)pl->g + gi * k * pl->P, at.q_out_stride = k;
                     } else {
-                        at.q = (const __half *)pl->g + gi * k, at.q_stride = C;
+                        at.q = (const __half *)pl->g + gi * k * pl->P, at.q_stride = k;
                         at.wv = (const char *)d->pin.w + (size_t)r0 * C * be->esz, at.bv = d->pin.b + r0;
                     }
                 }
-                if (be->gmsa_one && !b->shifted) { /* with project_out and the residual: xh[cur] -> xh[cur ^ 1] */
+                if (be->gmsa_one && (!b->shifted || be->gmsa_shifted)) { /* with project_out and the residual:
+                                                                            xh[cur] -> xh[cur ^ 1] */
                     elan_cuda_gmsa_args ga;
                     memcpy(ga.g, ats, sizeof ats);
+                    for (int gi = 0; gi < 2; gi++) /* shifted: the ws 4 / 8 groups' y, planes as q */
+                        ga.g[gi].y = act_at(be, pl->sA, gi * k * pl->P), ga.g[gi].y_stride = k;
                     ga.wo = d->pout.w, ga.bo = d->pout.b, ga.x_out = pl->xh[cur ^ 1];
                     LAUNCH(elan_cuda_gmsa(&ga, s), "gmsa");
                     cur ^= 1;
@@ -934,7 +943,8 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     const char *gs = getenv("ELANSR_CUDA_GMSA");
     be->gmsa_one = be->fused_attn && be->half_x && !(gs && strcmp(gs, "split") == 0) &&
                    elan_cuda_gmsa_supported(be->k, be->C, m->windows, be->act) == 0;
-    /* the LFE's wgmma path (sm_90a builds): where a CTA runs enough tiles, ELANSR_CUDA_LFE_WG=1 / 0 forces it */
+    be->gmsa_shifted = be->gmsa_one && !(gs && strcmp(gs, "unshifted") == 0);
+    /* the LFE's wgmma path (sm_90a builds): the default; ELANSR_CUDA_LFE_WG=0 keeps the mma.sync kernel */
     const char *lw = getenv("ELANSR_CUDA_LFE_WG");
     be->lfe_wg = lw && (lw[0] == '0' || lw[0] == '1') ? lw[0] - '0' : -1;
     /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */

@@ -134,7 +134,7 @@ typedef struct {
     int act;                    /* ELAN_ACT_F16 or ELAN_ACT_BF16 */
     int C, e;
     int n, Hp, Wp;              /* P = n*Hp*Wp; Hp, Wp multiples of 16 */
-    int wg;                     /* the wgmma path (sm_90a builds): 1 on, 0 off, -1 by tiles per CTA */
+    int wg;                     /* the wgmma path (sm_90a builds, xh_out 16-byte aligned): 0 off, else on */
 } elan_cuda_lfe_args;
 
 /* ---- pointwise.cu (fp16 / bf16 only) ---- */
@@ -271,10 +271,12 @@ cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s);
    prepare raises that variant's shared-memory limit. */
 int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], int act);
 cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws[3], int act);
-/* The whole GMSA of an unshifted block in one launch (half modes, gmsa.cu gmsa_kernel): project_inp as
-   elan_cuda_attn3 with x != NULL (g: the three groups' arguments, shift 0, y unused), the attention, then
-   x_out = x + bo + wo y (project_out and the residual; wo: act, C x C with C = cin = 3k, PyTorch layout), x_out
-   not x. Supported for the shapes of elan_cuda_attn3_proj_supported with cin = 3k, else -1. */
+/* The whole GMSA of a block (half modes, gmsa.cu gmsa_kernel): project_inp as elan_cuda_attn3 with x != NULL (g:
+   the three groups' arguments), the attention, then x_out = x + bo + wo y (project_out and the residual; wo: act,
+   C x C with C = cin = 3k, PyTorch layout), x_out not x. Unshifted blocks (every shift 0): one launch, y unused.
+   Shifted blocks (shift ws / 2 in every group): two launches, the ws 4 and ws 8 groups' attention writing their y
+   to g[0].y and g[1].y (scratch, as elan_cuda_attn3 would), then the rest. Supported for the shapes of
+   elan_cuda_attn3_proj_supported with cin = 3k, else -1; prepare raises the limits of every kernel involved. */
 typedef struct {
     elan_cuda_attn_args g[3];
     const void *wo;

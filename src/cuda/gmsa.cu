@@ -858,11 +858,13 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) attn_mma_kernel(elan_cuda_
 typedef struct {
     elan_cuda_attn_args g[3];
     unsigned pdl_from; /* CTAs from this linear index on (the last wave) trigger the next kernel's launch */
+    int ng;            /* attn3_kernel: groups launched, 3, or 2 (ws 4 and 8 only: the shifted whole GMSA) */
 } attn3_args;
 
 template <int KQ8, int NV, typename T, bool PROJ = false>
 static __global__ void __launch_bounds__(ATTN_TOK, ATTN_MIN_CTAS) attn3_kernel(attn3_args a, int vec4) {
-    const int gi = blockIdx.x % 3, rx = blockIdx.x / 3, ry = blockIdx.y, img = blockIdx.z;
+    const unsigned bx = blockIdx.x;
+    const int gi = a.ng == 2 ? bx & 1 : bx % 3, rx = a.ng == 2 ? bx >> 1 : bx / 3, ry = blockIdx.y, img = blockIdx.z;
     /* programmatic dependent launch (cuda_common.h): the CTAs of the last wave let the next kernel launch */
     if (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z) >= a.pdl_from) elan_pdl_trigger();
     if (!PROJ) elan_pdl_wait(); /* attn_project waits after staging its weights */
@@ -971,6 +973,15 @@ static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t
    halo, 24 x 24 and 20 x 20 pixels; they keep attn3_kernel and the pointwise kernel.) Keys are visited in this
    order, not attn3_kernel's, so the sums differ from it in rounding only.
 
+   Shifted blocks (SHIFT): two launches instead of attn3 + the pointwise kernel. attn3_kernel runs the ws 4 and ws 8
+   groups only (a.ng = 2) and writes their y (40 of a pixel's 120 bytes); then gmsa_kernel<T, true> takes one ws 16
+   window of the rolled image (rolled by 8: region (rx, ry) is pixels ((16 ry + ty + 8) mod Hp, (16 rx + tx + 8) mod
+   Wp), tokens in raster order, so token pairs are still neighbouring pixels that start 16-byte aligned), does that
+   group's project_inp and attention, reads the other two groups' y of its 256 pixels straight into project_out's A
+   fragments (gmsa_load_y), and finishes as above. project_out is pointwise, so only the ws 16 group needs its
+   window; y of that group (80 bytes per pixel written and read back) and the pointwise kernel's second pass over x
+   go away. The ws 16 group is ~3/4 of the attention's work, so the two launches stay unbalanced but short.
+
    Shared memory: sq, sv, spix as attn3_kernel; the x tile (staged once, used by the three projections and as
    the residual, then overwritten in place by x_out: each warp rewrites only its own rows); the three groups'
    project_inp weights and biases; project_out's weight as 64 rows (output channels, zero past C) of GMSA_WO = 72
@@ -1032,7 +1043,27 @@ static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, 
     }
 }
 
+/* Shifted blocks: y of groups 0 and 1 (a: that group's arguments; attn3_kernel wrote them) for the warp's 32 rows
+   row0 .. row0 + 31, as project_out's A fragments in gmsa_group's layout; columns k .. 23 are 0 (what they meet
+   in wo is zero, but the halves there belong to the next group's y, not written in this path). */
 template <typename T>
+static __device__ __forceinline__ void gmsa_load_y(const elan_cuda_attn_args &a, const int *spix, unsigned (&ya)[2][6],
+                                                   int row0, int lane) {
+    constexpr int K = ATTN_K4(3, 3);
+    const int g = lane >> 2, t = lane & 3;
+    const char *y = attn_opaque((const char *)a.y + 4 * t);
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const char *yr = attn_row_ptr(y, spix[row0 + 16 * mt + g + 8 * h], 2 * a.y_stride);
+#pragma unroll
+            for (int j = 0; j < 3; j++)
+                ya[mt][2 * j + h] = 8 * j + 2 * t < K ? *(const unsigned *)(yr + 16 * j) : 0u;
+        }
+}
+
+template <typename T, bool SHIFT>
 static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     constexpr int NW = ATTN_NW(3, 3), ROW = ATTN_ROW(3, 3);
     extern __shared__ float4 smem4[];
@@ -1049,16 +1080,22 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     const int cin = a0.cin, C = a0.cin; /* project_out is C -> C with C = cin = 3 k */
 
     if (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z) >= a.pdl_from) elan_pdl_trigger();
-    {
+    if (SHIFT) { /* the ws 16 window (rx, ry) of the image rolled by a.g[2].shift, raster order */
+        int py = blockIdx.y * 16 + (tid >> 4) + a.g[2].shift, px = blockIdx.x * 16 + (tid & 15) + a.g[2].shift;
+        if (py >= a0.Hp) py -= a0.Hp;
+        if (px >= a0.Wp) px -= a0.Wp;
+        spix[tid] = ((int)blockIdx.z * a0.Hp + py) * a0.Wp + px;
+    } else {
         const unsigned w8 = tid >> 6, w4 = (tid >> 4) & 3, i = tid & 15;
         const int py = blockIdx.y * 16 + (w8 >> 1) * 8 + (w4 >> 1) * 4 + (i >> 2);
         const int px = blockIdx.x * 16 + (w8 & 1) * 8 + (w4 & 1) * 4 + (i & 3);
         spix[tid] = ((int)blockIdx.z * a0.Hp + py) * a0.Wp + px;
     }
-    /* constants first (in flight while the previous kernel finishes): the three groups' weights and biases,
-       project_out's weight in 8-byte pieces (row n: 3 groups x 6 pieces, the sixth zero) and bias */
+    /* constants first (in flight while the previous kernel finishes): the groups' weights and biases (SHIFT: the
+       ws 16 group's only), project_out's weight in 8-byte pieces (row n: 3 groups x 6 pieces, the sixth zero) and
+       bias */
 #pragma unroll
-    for (int gi = 0; gi < 3; gi++) attn_proj_stage_w<3, 3>(a.g[gi], sw + gi * NW * ATTN_XR, tid);
+    for (int gi = SHIFT ? 2 : 0; gi < 3; gi++) attn_proj_stage_w<3, 3>(a.g[gi], sw + gi * NW * ATTN_XR, tid);
     for (int e = tid; e < 64 * 18; e += ATTN_TOK) {
         const int n = e / 18, r = e - 18 * n, gi = r / 6, pc = r - 6 * gi;
         const bool real = n < C && pc < 5;
@@ -1067,7 +1104,7 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     }
     elan_cp_async_commit();
 #pragma unroll
-    for (int gi = 0; gi < 3; gi++) attn_proj_stage_bias<3, 3>(a.g[gi], sb + gi * 2 * NW, tid);
+    for (int gi = SHIFT ? 2 : 0; gi < 3; gi++) attn_proj_stage_bias<3, 3>(a.g[gi], sb + gi * 2 * NW, tid);
     if (tid < 64) sbo[tid] = tid < C ? a.bo[tid] : 0.0f;
     elan_pdl_wait();
     __syncthreads(); /* spix */
@@ -1075,8 +1112,13 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     elan_cp_async_commit();
 
     unsigned ya[3][2][6];
-    gmsa_group<4, T>(a.g[0], sq, sv, spix, sx, sw, sb, ya[0], tid);
-    gmsa_group<8, T>(a.g[1], sq, sv, spix, sx, sw + NW * ATTN_XR, sb + 2 * NW, ya[1], tid);
+    if (SHIFT) { /* in flight during the ws 16 group's projection and attention */
+        gmsa_load_y<T>(a.g[0], spix, ya[0], 32 * warp, lane);
+        gmsa_load_y<T>(a.g[1], spix, ya[1], 32 * warp, lane);
+    } else {
+        gmsa_group<4, T>(a.g[0], sq, sv, spix, sx, sw, sb, ya[0], tid);
+        gmsa_group<8, T>(a.g[1], sq, sv, spix, sx, sw + NW * ATTN_XR, sb + 2 * NW, ya[1], tid);
+    }
     gmsa_group<16, T>(a.g[2], sq, sv, spix, sx, sw + 2 * NW * ATTN_XR, sb + 4 * NW, ya[2], tid);
 
     /* project_out and the residual, n8 tile by n8 tile of output channels, into the warp's own x rows (every
@@ -1122,11 +1164,11 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     }
 }
 
-static gmsa_fn_t gmsa_pick(int k, int cin, const int ws[3], int act) {
+static gmsa_fn_t gmsa_pick(int k, int cin, const int ws[3], int act, bool shifted) {
     size_t sm;
     if (cin != 3 * k || !attn3_proj_pick(k, cin, ws, act, &sm)) return NULL;
-    if (act == ELAN_ACT_F16) return gmsa_kernel<__half>;
-    if (act == ELAN_ACT_BF16) return gmsa_kernel<__nv_bfloat16>;
+    if (act == ELAN_ACT_F16) return shifted ? gmsa_kernel<__half, true> : gmsa_kernel<__half, false>;
+    if (act == ELAN_ACT_BF16) return shifted ? gmsa_kernel<__nv_bfloat16, true> : gmsa_kernel<__nv_bfloat16, false>;
     return NULL;
 }
 
@@ -1818,6 +1860,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
             attn3_fn ff = attn_f32_fits(a) ? attn3_f32_pick(a[0].k, ws, &smem) : NULL;
             if (ff) {
                 attn3_args g;
+                g.ng = 3;
                 vec4 = 1;
                 for (int i = 0; i < 3; i++) {
                     g.g[i] = a[i];
@@ -1838,6 +1881,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
             return cudaSuccess;
         }
         attn3_args g;
+        g.ng = 3;
         for (int i = 0; i < 3; i++) g.g[i] = a[i];
         g.pdl_from = 0xffffffffu; /* unused: launched without programmatic dependent launch */
         const dim3 grid(3 * (a[0].Wp / ATTN_REGION), a[0].Hp / ATTN_REGION, a[0].n);
@@ -1848,6 +1892,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
     attn3_fn f = proj ? attn3_proj_pick(a[0].k, a[0].cin, ws, a[0].act, &smem) : attn3_pick(a[0].k, ws, a[0].act, &smem);
     if (!f) return cudaErrorInvalidValue;
     attn3_args g;
+    g.ng = 3;
     int vec4 = 1;
     for (int i = 0; i < 3; i++) {
         if (a[i].k != a[0].k || a[i].act != a[0].act || a[i].n != a[0].n || a[i].Hp != a[0].Hp || a[i].Wp != a[0].Wp ||
@@ -1871,19 +1916,25 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
 }
 
 extern "C" int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act) {
-    return gmsa_pick(k, cin, ws, act) ? 0 : -1;
+    return gmsa_pick(k, cin, ws, act, false) ? 0 : -1;
 }
 
 extern "C" cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act) {
-    gmsa_fn_t f = gmsa_pick(k, cin, ws, act);
-    if (!f) return cudaErrorInvalidValue;
-    return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM);
+    size_t sm;
+    gmsa_fn_t f = gmsa_pick(k, cin, ws, act, false), fs = gmsa_pick(k, cin, ws, act, true);
+    attn3_fn f3 = attn3_proj_pick(k, cin, ws, act, &sm);
+    if (!f || !fs || !f3) return cudaErrorInvalidValue;
+    cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(fs, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(f3, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    return e;
 }
 
 extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t s) {
     const elan_cuda_attn_args *g = a->g;
     const int ws[3] = {g[0].ws, g[1].ws, g[2].ws};
-    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act);
+    const bool shifted = g[0].shift != 0;
+    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted);
     if (!f || !a->wo || !aligned(a->wo, 8) || !a->bo || !a->x_out || !aligned(a->x_out, 16) || a->x_out == g[0].x ||
         g[0].n < 1 || g[0].Hp % ATTN_REGION || g[0].Wp % ATTN_REGION ||
         (long long)g[0].n * g[0].Hp * g[0].Wp > 0x7fffffffll)
@@ -1891,13 +1942,27 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
     gmsa_args ga;
     for (int i = 0; i < 3; i++) {
         if (g[i].k != g[0].k || g[i].act != g[0].act || g[i].n != g[0].n || g[i].Hp != g[0].Hp || g[i].Wp != g[0].Wp ||
-            g[i].shift != 0 || g[i].x != g[0].x || (g[i].wq != NULL) != (g[0].wq != NULL) || !attn_proj_args_ok(g[i], g[0]))
+            g[i].shift != (shifted ? g[i].ws / 2 : 0) || g[i].x != g[0].x || (g[i].wq != NULL) != (g[0].wq != NULL) || !attn_proj_args_ok(g[i], g[0]))
             return cudaErrorInvalidValue;
         ga.g[i] = g[i];
     }
     ga.wo = a->wo, ga.bo = a->bo, ga.x_out = a->x_out;
     const dim3 grid(g[0].Wp / ATTN_REGION, g[0].Hp / ATTN_REGION, g[0].n);
     if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+    if (shifted) { /* first the ws 4 and ws 8 groups' attention, their y into g[0].y, g[1].y (gmsa.cu, SHIFT) */
+        size_t sm;
+        attn3_fn f3 = attn3_proj_pick(g[0].k, g[0].cin, ws, g[0].act, &sm);
+        attn3_args g3;
+        for (int i = 0; i < 3; i++) {
+            if (i < 2 && (!g[i].y || !aligned(g[i].y, 8) || g[i].y_stride % 4)) return cudaErrorInvalidValue;
+            g3.g[i] = g[i];
+        }
+        g3.ng = 2;
+        const dim3 grid3(2 * grid.x, grid.y, grid.z);
+        g3.pdl_from = attn_pdl_from(f3, grid3, sm);
+        const cudaError_t e = elan_launch_pdl(f3, grid3, dim3(ATTN_TOK), sm, s, g3, 1);
+        if (e != cudaSuccess) return e;
+    }
     ga.pdl_from = attn_pdl_from(f, grid, GMSA_SMEM);
     return elan_launch_pdl(f, grid, dim3(ATTN_TOK), GMSA_SMEM, s, ga);
 }

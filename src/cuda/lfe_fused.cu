@@ -612,16 +612,44 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                 }
             }
         }
-#pragma unroll
-        for (int mi = 0; mi < MI; mi++)
+#if LFE_WG_ARCH && !defined(LFE_STORE_DIRECT)
+        if constexpr (WGP && !XF) {
+            /* The warp's tile row (16 pixels x C halves, contiguous in xh_out) goes out through shared memory in
+               16-byte pieces: the direct 4-byte stores touch 8 pixels 2C bytes apart per instruction (Nsight Compute:
+               12 of 32 bytes of a sector used per store request). The row is staged in H at a hidden row that only
+               this warpgroup's GEMM2 reads (warpgroup 0 reads hidden rows 0-5, warpgroup 1 rows 4-9), and the
+               warpgroup's wgmma is complete, so no other warp still reads it; the next tile's GEMM1 writes H only
+               after the barrier at the top of the loop. */
+            unsigned short *ob = hs + (warp < 4 ? warp : warp + 2) * S::HW * S::HS;
 #pragma unroll
             for (int nt = 0; nt < NJ; nt++) {
-                const int c = (nj0 + nt) * 8 + 2 * t;
+                const int c = nt * 8 + 2 * t;
                 if (c < C) {
-                    lfe_store<T, XF>(a, pm[mi] + nt * 8, make_float2(acc2[mi][nt][0], acc2[mi][nt][1]));
-                    lfe_store<T, XF>(a, pm[mi] + nt * 8 + 8 * C, make_float2(acc2[mi][nt][2], acc2[mi][nt][3]));
+                    *(unsigned *)(ob + g * C + c) = elan_pack2_out<T>(acc2[0][nt][0], acc2[0][nt][1]);
+                    *(unsigned *)(ob + (g + 8) * C + c) = elan_pack2_out<T>(acc2[0][nt][2], acc2[0][nt][3]);
                 }
             }
+            __syncwarp();
+            uint4 *dst = (uint4 *)((T *)a.xh_out + pm[0] - g * C - 2 * t); /* pixel x0 of tile row `warp` */
+            constexpr int P16 = LFE_TW * C * 2 / 16;
+            static_assert(LFE_TW * C * 2 % 16 == 0 && P16 <= 4 * 32, "a tile row in at most four 16-byte pieces per lane");
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                if (i * 32 + lane < P16) dst[i * 32 + lane] = ((const uint4 *)ob)[i * 32 + lane];
+        } else
+#endif
+        {
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int nt = 0; nt < NJ; nt++) {
+                    const int c = (nj0 + nt) * 8 + 2 * t;
+                    if (c < C) {
+                        lfe_store<T, XF>(a, pm[mi] + nt * 8, make_float2(acc2[mi][nt][0], acc2[mi][nt][1]));
+                        lfe_store<T, XF>(a, pm[mi] + nt * 8 + 8 * C, make_float2(acc2[mi][nt][2], acc2[mi][nt][3]));
+                    }
+                }
+        }
         tl = nx;
     }
 }
@@ -897,12 +925,6 @@ typedef void (*lfe_fn)(elan_cuda_lfe_args);
         return NULL;                                                                            \
     }
 
-/* The wgmma path (WG) where each CTA runs at least this many tiles: its tiles are ~7% faster at 4K, but it is
-   1.5-2.5% slower when a CTA runs only ~2 (720p, 16 x 64x64: H100, same lease), where the first tile's
-   latency sets the time. 4K has ~15 tiles per CTA, 1080p ~4 (no difference measured), 720p ~2. a.wg = 1 / 0
-   forces the choice (the backend: ELANSR_CUDA_LFE_WG=1 / 0; tests, A/B). */
-#define LFE_WG_MIN_TILES_PER_CTA 6
-
 static lfe_fn lfe_pick(int C, int e, int act, size_t *smem, bool wg) {
     LFE_CASE(60, 120)
     LFE_CASE(32, 64)
@@ -952,7 +974,11 @@ extern "C" cudaError_t elan_cuda_lfe_fused(const elan_cuda_lfe_args *a, cudaStre
     const cudaError_t err = elan_resident_ctas(fn, LFE_THREADS, smem, &slots);
     if (err != cudaSuccess) return err;
     const long long grid = tiles < slots ? tiles : slots;
-    const bool wg = a->wg >= 0 ? a->wg == 1 : tiles >= LFE_WG_MIN_TILES_PER_CTA * slots;
+    /* the wgmma path unless a.wg == 0 (the backend: ELANSR_CUDA_LFE_WG=0; tests, A/B). Up to step 11 it was taken
+       only where a CTA runs >= 6 tiles (4K), being 1.5-2.5% slower at 720p and 16 x 64x64; with its tile rows
+       stored through shared memory it is 4-6% faster there too (H100, same lease). Its 16-byte stores of whole
+       tile rows need xh_out 16-byte aligned (every cudaMalloc'd buffer is). */
+    const bool wg = a->wg != 0 && ((size_t)a->xh_out & 15) == 0;
     if (wg) fn = lfe_pick(a->C, a->e, a->act, &smem, true); /* the same shared memory and registers */
     return elan_launch_pdl(fn, dim3((unsigned)grid), dim3(LFE_THREADS), smem, s, *a);
 }
