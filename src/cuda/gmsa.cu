@@ -6,7 +6,8 @@
    (precision tf32, fp32 storage, mma.sync m16n8k8.tf32), and at the end the fp32 CUDA-core arithmetic again,
    reshaped for ELAN's three groups in one launch (attn3_f32_kernel; the first kernel stays the per-group
    fallback and reference). In the half modes the GMSA of unshifted blocks is one kernel from project_inp to the
-   residual (gmsa_kernel, with project_out: its section says why and why not in shifted blocks).
+   residual (gmsa_kernel, with project_out: its section says why), that of shifted blocks two (attn3_kernel for the
+   ws 4 / 8 groups, then gmsa_kernel for the ws 16 group, project_out and the residual).
 
    Shape of the work (CUDA-core kernel): a window has T = ws^2 tokens (16, 64, 256) with k channels each (20 in ELAN-light). A
    block of 256 threads holds 256 tokens — 256/T whole windows — and each thread owns one token: it loads its
@@ -953,7 +954,7 @@ static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t
     return NULL;
 }
 
-/* ---- the whole GMSA of an unshifted block in one kernel (half modes) ----
+/* ---- the whole GMSA of a block: one kernel in unshifted blocks, two in shifted ones (half modes) ----
 
    gmsa_kernel does for one 16 x 16 region what attn3_kernel (with project_inp fused) does in three CTAs and the
    pointwise kernel in a fourth pass: project_inp, the attention of the three groups, project_out and the residual,
