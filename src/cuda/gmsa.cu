@@ -971,11 +971,13 @@ static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t
    (rows 32 w ..) in every group: their three y stay in the warp's registers, already in the A-fragment layout of
    project_out's mma (the accumulator of o is, column pair by column pair), and are never stored. (In the shifted
    blocks the groups' windows are rolled by 2, 4 and 8 pixels: a region would need the ws 8 and ws 4 windows of a
-   halo, 24 x 24 and 20 x 20 pixels; they keep attn3_kernel and the pointwise kernel.) Keys are visited in this
+   halo, 24 x 24 and 20 x 20 pixels; they take the two launches below.) Keys are visited in this
    order, not attn3_kernel's, so the sums differ from it in rounding only.
 
    Shifted blocks (SHIFT): two launches instead of attn3 + the pointwise kernel. attn3_kernel runs the ws 4 and ws 8
-   groups only (a.ng = 2) and writes their y (40 of a pixel's 120 bytes); then gmsa_kernel<T, true> takes one ws 16
+   groups only (a.ng = 2) and writes their y (a P x k plane per group, as cuda_backend.cu lays out q: in one P x C
+   array each launch would write 40 or 80 of a pixel's 120 bytes, partial sectors; measured slower than attn3 +
+   pw until the planes); then gmsa_kernel<T, true> takes one ws 16
    window of the rolled image (rolled by 8: region (rx, ry) is pixels ((16 ry + ty + 8) mod Hp, (16 rx + tx + 8) mod
    Wp), tokens in raster order, so token pairs are still neighbouring pixels that start 16-byte aligned), does that
    group's project_inp and attention, reads the other two groups' y of its 256 pixels straight into project_out's A
@@ -1047,7 +1049,6 @@ static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, 
 /* Shifted blocks: y of groups 0 and 1 (a: that group's arguments; attn3_kernel wrote them) for the warp's 32 rows
    row0 .. row0 + 31, as project_out's A fragments in gmsa_group's layout; columns k .. 23 are 0 (what they meet
    in wo is zero, but the halves there belong to the next group's y, not written in this path). */
-template <typename T>
 static __device__ __forceinline__ void gmsa_load_y(const elan_cuda_attn_args &a, const int *spix, unsigned (&ya)[2][6],
                                                    int row0, int lane) {
     constexpr int K = ATTN_K4(3, 3);
@@ -1114,8 +1115,8 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
 
     unsigned ya[3][2][6];
     if (SHIFT) { /* in flight during the ws 16 group's projection and attention */
-        gmsa_load_y<T>(a.g[0], spix, ya[0], 32 * warp, lane);
-        gmsa_load_y<T>(a.g[1], spix, ya[1], 32 * warp, lane);
+        gmsa_load_y(a.g[0], spix, ya[0], 32 * warp, lane);
+        gmsa_load_y(a.g[1], spix, ya[1], 32 * warp, lane);
     } else {
         gmsa_group<4, T>(a.g[0], sq, sv, spix, sx, sw, sb, ya[0], tid);
         gmsa_group<8, T>(a.g[1], sq, sv, spix, sx, sw + NW * ATTN_XR, sb + 2 * NW, ya[1], tid);
