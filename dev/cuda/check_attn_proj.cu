@@ -82,7 +82,7 @@ static int guards_ok(const gbuf &b, const char *name) {
    shifted whole GMSA's y; else interleaved (group gi at column gi*k of a P x C array). */
 static void make_args(elan_cuda_attn_args a[3], int act, size_t esz, const void *x, const void *w, const float *b,
                       __half *q, int computes, const void *g, void *y, int n, int Hp, int Wp, int shifted,
-                      int qpl = 0, int ypl = 0) {
+                      int qpl = 0, int ypl = 0, float *m = NULL) {
     const size_t P = (size_t)n * Hp * Wp;
     memset(a, 0, 3 * sizeof *a);
     for (int gi = 0; gi < 3; gi++) {
@@ -99,9 +99,11 @@ static void make_args(elan_cuda_attn_args a[3], int act, size_t esz, const void 
         if (computes) {
             a[gi].wq = (const char *)w + (size_t)r0 * C * esz, a[gi].bq = b + r0;
             a[gi].q_out = q + (qpl ? gi * K * P : (size_t)gi * K), a[gi].q_out_stride = qpl ? K : C;
+            a[gi].m_out = m ? m + gi * P : NULL; /* row maxima for the reusing run (m_in) */
             a[gi].wv = (const char *)w + (size_t)(r0 + K) * C * esz, a[gi].bv = b + r0 + K;
         } else {
             a[gi].q = q + (qpl ? gi * K * P : (size_t)gi * K), a[gi].q_stride = qpl ? K : C;
+            a[gi].m_in = m ? m + gi * P : NULL;
             a[gi].wv = (const char *)w + (size_t)r0 * C * esz, a[gi].bv = b + r0;
         }
     }
@@ -215,10 +217,11 @@ static int run_case(int n, int Hp, int Wp, int shifted, int act) {
     T *dx = upload(x), *dw1 = upload(w1), *dw2 = upload(w2), *dg;
     float *db1 = upload(b1), *db2 = upload(b2);
     CK(cudaMalloc(&dg, g.size() * esz));
-    gbuf gy = gbuf_new(y.size() * esz), gq = gbuf_new(qo.size() * 2);
+    gbuf gy = gbuf_new(y.size() * esz), gq = gbuf_new(qo.size() * 2), gm = gbuf_new((size_t)P * 3 * sizeof(float));
     elan_cuda_attn_args ac[3], ar[3], au[3];
-    make_args(ac, act, esz, dx, dw1, db1, (__half *)gq.p, 1, NULL, gy.p, n, Hp, Wp, shifted);
-    make_args(ar, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, gy.p, n, Hp, Wp, shifted);
+    /* the computing run leaves its row maxima in gm, the reusing run takes them (m_in) */
+    make_args(ac, act, esz, dx, dw1, db1, (__half *)gq.p, 1, NULL, gy.p, n, Hp, Wp, shifted, 0, 0, (float *)gm.p);
+    make_args(ar, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, gy.p, n, Hp, Wp, shifted, 0, 0, (float *)gm.p);
     make_args(au, act, esz, NULL, NULL, NULL, NULL, 0, dg, gy.p, n, Hp, Wp, shifted);
     int fails = 0;
     double me, mr;
@@ -245,7 +248,7 @@ static int run_case(int n, int Hp, int Wp, int shifted, int act) {
         qk[i] = __half2float(qo[i]);
     }
     long long bad = check_y(y, qk, vc, n, Hp, Wp, shifted, act, "computing", &me, &mr);
-    int ok = !bad && !worse && guards_ok(gy, "y") && guards_ok(gq, "q_out");
+    int ok = !bad && !worse && guards_ok(gy, "y") && guards_ok(gq, "q_out") && guards_ok(gm, "m_out");
     printf("%s %s computing: q_out %lld exact, %lld 1-ulp, %lld worse; y max|err| %.3g (max|ref| %.3g), %lld bad\n",
            ok ? "PASS" : "FAIL", tag, exact, ulp1, worse, me, mr, bad);
     fails += !ok;
@@ -259,7 +262,7 @@ static int run_case(int n, int Hp, int Wp, int shifted, int act) {
     const int q_kept = memcmp(qo.data(), qo2.data(), gq.bytes) == 0;
     if (!q_kept) printf("  the reusing run changed q_out\n");
     bad = check_y(y, qk, project(x, w2, b2, K, 0, P), n, Hp, Wp, shifted, act, "reusing", &me, &mr);
-    ok = !bad && q_kept && guards_ok(gy, "y") && guards_ok(gq, "q_out");
+    ok = !bad && q_kept && guards_ok(gy, "y") && guards_ok(gq, "q_out") && guards_ok(gm, "m_out");
     printf("%s %s reusing  : y max|err| %.3g (max|ref| %.3g), %lld bad\n", ok ? "PASS" : "FAIL", tag, me, mr, bad);
     fails += !ok;
 
@@ -312,7 +315,7 @@ static int run_case(int n, int Hp, int Wp, int shifted, int act) {
            ok ? "PASS" : "FAIL", tag, me, mr, bad, max_same, same_w, bad_same, max_diff, diff_w);
     fails += !ok;
     cudaFree(dx), cudaFree(dw1), cudaFree(dw2), cudaFree(db1), cudaFree(db2), cudaFree(dg);
-    cudaFree(gy.base), cudaFree(gq.base);
+    cudaFree(gy.base), cudaFree(gq.base), cudaFree(gm.base);
     return fails;
 }
 
@@ -409,10 +412,12 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted) {
     float *db1 = upload(b1), *db2 = upload(b2), *dbo = upload(bo);
     CK(cudaMalloc(&dxu, x.size() * esz));
     gbuf gxo = gbuf_new(xo.size() * esz), gq = gbuf_new(qo.size() * 2), gqa = gbuf_new(qo.size() * 2),
-         gy = gbuf_new(xo.size() * esz);
+         gy = gbuf_new(xo.size() * esz), gm = gbuf_new((size_t)P * 3 * sizeof(float));
     elan_cuda_gmsa_args gc, gr;
-    make_args(gc.g, act, esz, dx, dw1, db1, (__half *)gq.p, 1, NULL, shifted ? gy.p : NULL, n, Hp, Wp, shifted, 1, 1);
-    make_args(gr.g, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, shifted ? gy.p : NULL, n, Hp, Wp, shifted, 1, 1);
+    make_args(gc.g, act, esz, dx, dw1, db1, (__half *)gq.p, 1, NULL, shifted ? gy.p : NULL, n, Hp, Wp, shifted, 1, 1,
+              (float *)gm.p);
+    make_args(gr.g, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, shifted ? gy.p : NULL, n, Hp, Wp, shifted, 1, 1,
+              (float *)gm.p);
     gc.wo = gr.wo = dwo, gc.bo = gr.bo = dbo, gc.x_out = gr.x_out = gxo.p;
     int fails = 0;
     double me;
@@ -458,7 +463,8 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted) {
         du = std::max(du, (double)fabs(h2f(xo[i]) - h2f(xu[i])));
         same += memcmp(&xo[i], &xu[i], esz) == 0;
     }
-    int ok = !bad && !bad_u && x_kept && q_same && y_guards && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out");
+    int ok = !bad && !bad_u && x_kept && q_same && y_guards && guards_ok(gxo, "x_out") && guards_ok(gq, "q_out") &&
+             guards_ok(gm, "m_out");
     printf("%s %s computing: x_out max|err| %.3g, %lld bad; attn3 + pw %lld bad; gmsa - (attn3 + pw) max %.3g, "
            "%.2f%% identical\n",
            ok ? "PASS" : "FAIL", tag, me, bad, bad_u, du, 100.0 * same / xo.size());
@@ -479,7 +485,7 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted) {
     fails += !ok;
     cudaFree(dx), cudaFree(dw1), cudaFree(dw2), cudaFree(dwo), cudaFree(dxu), cudaFree(db1), cudaFree(db2),
         cudaFree(dbo);
-    cudaFree(gxo.base), cudaFree(gq.base), cudaFree(gqa.base), cudaFree(gy.base);
+    cudaFree(gxo.base), cudaFree(gq.base), cudaFree(gqa.base), cudaFree(gy.base), cudaFree(gm.base);
     return fails;
 }
 
@@ -506,12 +512,16 @@ static void time_gmsa(int act, int shifted) {
     CK(cudaMalloc(&dxs, (size_t)P * C * esz));
     CK(cudaMemcpy(dxs, dx[0], (size_t)P * C * esz, cudaMemcpyDeviceToDevice));
     CK(cudaMalloc(&dq, (size_t)P * C * 2));
-    elan_cuda_gmsa_args gc[NB], gr[NB];
+    float *dm;
+    CK(cudaMalloc(&dm, (size_t)P * 3 * sizeof(float)));
+    elan_cuda_gmsa_args gc[NB], gr[NB], go[NB];
     elan_cuda_attn_args ac[NB][3], ar[NB][3];
     for (int i = 0; i < NB; i++) {
-        make_args(gc[i].g, act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, shifted, 1, 1);
-        make_args(gr[i].g, act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 1);
-        gc[i].wo = gr[i].wo = dwo, gc[i].bo = gr[i].bo = dbo, gc[i].x_out = gr[i].x_out = dxo;
+        make_args(gc[i].g, act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, shifted, 1, 1, dm);
+        make_args(gr[i].g, act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 1, dm);
+        make_args(go[i].g, act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 1); /* own maxima */
+        gc[i].wo = gr[i].wo = go[i].wo = dwo, gc[i].bo = gr[i].bo = go[i].bo = dbo;
+        gc[i].x_out = gr[i].x_out = go[i].x_out = dxo;
         make_args(ac[i], act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, shifted, 1, 0);
         make_args(ar[i], act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 0);
     }
@@ -525,6 +535,7 @@ static void time_gmsa(int act, int shifted) {
     for (int rep = 0; rep < 2; rep++) {
         const double tgc = median_ms([&] { return elan_cuda_gmsa(&gc[it++ % NB], 0); });
         const double tgr = median_ms([&] { return elan_cuda_gmsa(&gr[it++ % NB], 0); });
+        const double tgo = median_ms([&] { return elan_cuda_gmsa(&go[it++ % NB], 0); });
         const double tac = median_ms([&] {
             const cudaError_t e = elan_cuda_attn3(ac[it++ % NB], 0);
             return e != cudaSuccess ? e : elan_cuda_pw(&pw, 0);
@@ -534,13 +545,13 @@ static void time_gmsa(int act, int shifted) {
             return e != cudaSuccess ? e : elan_cuda_pw(&pw, 0);
         });
         const double tp = median_ms([&] { return elan_cuda_pw(&pw, 0); });
-        printf("time %s %dx%d %s: gmsa computing %.3f ms, reusing %.3f ms; attn3 + pw computing %.3f, reusing %.3f "
-               "(pw %.3f)\n",
-               act == ELAN_ACT_F16 ? "fp16" : "bf16", Wp, Hp, shifted ? "shifted" : "plain", tgc, tgr, tac, tar, tp);
+        printf("time %s %dx%d %s: gmsa computing %.3f ms, reusing %.3f ms (%.3f with its own maxima); attn3 + pw "
+               "computing %.3f, reusing %.3f (pw %.3f)\n",
+               act == ELAN_ACT_F16 ? "fp16" : "bf16", Wp, Hp, shifted ? "shifted" : "plain", tgc, tgr, tgo, tac, tar, tp);
     }
     for (int i = 0; i < NB; i++) cudaFree(dx[i]);
     cudaFree(dw1), cudaFree(dw2), cudaFree(dwo), cudaFree(db1), cudaFree(db2), cudaFree(dbo), cudaFree(dy);
-    cudaFree(dxo), cudaFree(dxs), cudaFree(dq);
+    cudaFree(dxo), cudaFree(dxs), cudaFree(dq), cudaFree(dm);
 }
 
 int main(void) {

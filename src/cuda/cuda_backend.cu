@@ -29,7 +29,9 @@
    In fp16 / bf16 (the default on a GPU) a pair is 3 launches instead (fused_lfe, fused_attn, fused_pw):
        fused LFE               xh[cur] (halo), x -> x, xh[cur ^ 1]; cur flips                lfe_fused.cu
        attention, 3 groups,    xh[cur] -> sA, one launch; project_inp inside; the         gmsa.cu
-         project_inp fused     computing GMSA leaves its q (fp16) in g for the reusing ones
+         project_inp fused     computing GMSA leaves its q (fp16) in g for the reusing ones, and its row
+                               maxima in m: the reusing ones skip the online softmax's running maximum
+                               (ELANSR_CUDA_ATTN_KM=0 keeps it)
        project_out + residual  sA, x -> x, xh[cur]                                           pointwise.cu
    In unshifted blocks (gmsa_one) the last two are one kernel instead, the whole GMSA: xh[cur] -> xh[cur ^ 1],
    cur flips (gmsa.cu gmsa_kernel; y never leaves the chip). In shifted blocks (gmsa_shifted) they are the ws 4 / 8
@@ -124,6 +126,7 @@ typedef struct {
     size_t bytes;
     float *in, *out, *x, *hb;   /* fp32 always; x NULL with the tensor-core tail (nothing reads it) */
     void *sA, *t, *g;           /* act */
+    float *m;                   /* fused_attn: the computing GMSA's row maxima, a P plane per group (gmsa.cu m_out) */
     void *xh[2];                /* act; NULL in fp32. Two, because the fused LFE reads one over a halo while
                                    it writes the other; xh[cur] holds the half copy of x (enqueue_forward) */
     int *mirror_y, *mirror_x;
@@ -151,6 +154,7 @@ typedef struct {
     int fused_attn;             /* half modes: project_inp inside the attention kernel (gmsa.cu attn_project) */
     int gmsa_one;               /* half_x, fused_attn: the GMSA of unshifted blocks as one kernel (gmsa.cu gmsa_kernel) */
     int gmsa_shifted;           /* gmsa_one: shifted blocks through elan_cuda_gmsa as well (no pointwise kernel) */
+    int attn_km;                /* fused_attn: reusing GMSAs take the computing one's row maxima (gmsa.cu m_in) */
     int tail_tf32;              /* tf32: the tail on tf32 tensor cores (conv3x3.cu tail_tf32), the carried B added there */
     int lfe_wg;                 /* elan_cuda_lfe_args.wg: -1 (default: on), or 0 / 1 (ELANSR_CUDA_LFE_WG) */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
@@ -449,6 +453,7 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     const size_t o_g = carve(&cv, (size_t)P * 2 * C * es);
     const size_t o_xh = be->act != ELAN_ACT_F32 ? carve(&cv, (size_t)P * C * es) : 0;
     const size_t o_xh1 = be->act != ELAN_ACT_F32 ? carve(&cv, (size_t)P * C * es) : 0;
+    const size_t o_m = be->fused_attn ? carve(&cv, (size_t)P * 3 * sizeof(float)) : 0;
     const size_t o_my = carve(&cv, (size_t)Hp * sizeof(int)), o_mx = carve(&cv, (size_t)Wp * sizeof(int));
     void *arena = NULL;
     cudaError_t e = cudaMalloc(&arena, cv.off);
@@ -470,6 +475,7 @@ static elansr_status plan_for(cuda_backend *be, int n, int h, int w) {
     pl->t = a + o_t, pl->g = a + o_g;
     pl->xh[0] = be->act != ELAN_ACT_F32 ? a + o_xh : NULL;
     pl->xh[1] = be->act != ELAN_ACT_F32 ? a + o_xh1 : NULL;
+    pl->m = be->fused_attn ? (float *)(a + o_m) : NULL;
     pl->mirror_y = (int *)(a + o_my), pl->mirror_x = (int *)(a + o_mx);
 
     int *tab = (int *)malloc((size_t)(Hp + Wp) * sizeof(int));
@@ -613,8 +619,10 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                         at.wq = (const char *)d->pin.w + (size_t)r0 * C * be->esz, at.bq = d->pin.b + r0;
                         at.wv = (const char *)d->pin.w + (size_t)(r0 + k) * C * be->esz, at.bv = d->pin.b + r0 + k;
                         at.q_out = (__half *)pl->g + gi * k * pl->P, at.q_out_stride = k;
+                        at.m_out = pl->m + gi * pl->P; /* and its row maxima */
                     } else {
                         at.q = (const __half *)pl->g + gi * k * pl->P, at.q_stride = k;
+                        at.m_in = be->attn_km ? pl->m + gi * pl->P : NULL;
                         at.wv = (const char *)d->pin.w + (size_t)r0 * C * be->esz, at.bv = d->pin.b + r0;
                     }
                 }
@@ -944,6 +952,9 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     be->gmsa_one = be->fused_attn && be->half_x && !(gs && strcmp(gs, "split") == 0) &&
                    elan_cuda_gmsa_supported(be->k, be->C, m->windows, be->act) == 0;
     be->gmsa_shifted = be->gmsa_one && !(gs && strcmp(gs, "unshifted") == 0);
+    /* reusing GMSAs without a running maximum (ELANSR_CUDA_ATTN_KM=0 keeps it) */
+    const char *km = getenv("ELANSR_CUDA_ATTN_KM");
+    be->attn_km = be->fused_attn && !(km && km[0] == '0');
     /* the LFE's wgmma path (sm_90a builds): the default; ELANSR_CUDA_LFE_WG=0 keeps the mma.sync kernel */
     const char *lw = getenv("ELANSR_CUDA_LFE_WG");
     be->lfe_wg = lw && (lw[0] == '0' || lw[0] == '1') ? lw[0] - '0' : -1;

@@ -183,6 +183,11 @@ typedef struct {
     const float *bq, *bv;
     void *q_out;
     int x_stride, cin, q_out_stride;
+    /* fused project_inp only, optional: the computing GMSA (wq != NULL) writes each pixel's maximum score (log2
+       units, fp32) to m_out + p; a reusing GMSA given that plane as m_in, computed from the same q, skips the
+       running maximum of the online softmax (the same A up to the rounding of its rescaling). */
+    float *m_out;
+    const float *m_in;
 } elan_cuda_attn_args;
 
 #ifdef __cplusplus

@@ -311,8 +311,10 @@ struct attn_mma_shape {
 /* One block of 16*KB keys (KB = 1 or 2) for one m16 tile: S = Q K^T, online softmax update of (m, o),
    o += P V. kf[kb] / vf[kb] are the fragments of keys 16kb .. 16kb + 15 of the block: kf[kb][s] for k16 step s
    holds (keys 0-7: [0], [1]; keys 8-15: [2], [3]); the k8 remainder step (KQ8 odd) holds keys 0-7 in [0] and
-   8-15 in [1]. Two halves per step (ws 8 and 16) halve the max/shuffle/rescale work per key against one. */
-template <int KQ8, int NV, int KB>
+   8-15 in [1]. Two halves per step (ws 8 and 16) halve the max/shuffle/rescale work per key against one.
+   KM: m already holds each row's final maximum (a reusing GMSA, from its computing GMSA: the same q, the same
+   scores), so there is no running maximum to update and nothing to rescale. */
+template <int KQ8, int NV, int KB, bool KM = false>
 static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 + 1) / 2][4],
                                                      const unsigned (&kf)[KB][(KQ8 + 1) / 2][4],
                                                      const unsigned (&vf)[KB][NV][2], float (&o)[NV][4], float (&m)[2]) {
@@ -343,7 +345,9 @@ static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 +
     float mn[2];
     bool grew = false;
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
+    for (int h = 0; h < 2 && KM; h++) mn[h] = m[h];
+#pragma unroll
+    for (int h = 0; h < 2 && !KM; h++) {
         float bm = fmaxf(s[0][2 * h], s[0][2 * h + 1]);
 #pragma unroll
         for (int n = 1; n < 2 * KB; n++) bm = fmaxf(bm, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
@@ -352,7 +356,7 @@ static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 +
         mn[h] = fmaxf(m[h], bm * L2E);
         grew |= mn[h] > m[h];
     }
-    if (__any_sync(0xffffffffu, grew)) {
+    if (!KM && __any_sync(0xffffffffu, grew)) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const float alpha = elan_exp2(m[h] - mn[h]); /* 0 on the first block: m = -inf */
@@ -675,10 +679,11 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
 /* The attention of one warp's 32 query rows row0 .. row0 + 31 (two m16 tiles) of sq (Q = K) and sv (V, with the
    ones column) into o (unnormalised; o[mt][NV - 1] column 7 holds the row sums): ws 8 / 16 tiles share their
    window's K / V fragments (the window holding row0: rows row0 / T * T ..), 16 KB keys per step; ws 4 tiles are
-   each a window of their own. */
-template <int WS, int KQ8, int NV, int KB>
+   each a window of their own. m[mt][h]: the maximum score (log2 units) of row g + 8h of tile mt, returned; KM:
+   given (attn_mma_step). */
+template <int WS, int KQ8, int NV, int KB, bool KM = false>
 static __device__ __forceinline__ void attn_mma_rows(const __half *sq, const __half *sv, int row0, int lane,
-                                                     float (&o)[2][NV][4]) {
+                                                     float (&o)[2][NV][4], float (&m)[2][2]) {
     constexpr int T = WS * WS, ROW = ATTN_ROW(KQ8, NV), KS = KQ8 / 2;
     unsigned qa[2][(KQ8 + 1) / 2][4];
 #pragma unroll
@@ -690,12 +695,11 @@ static __device__ __forceinline__ void attn_mma_rows(const __half *sq, const __h
         if constexpr (KQ8 % 2) /* k8 remainder: matrices rows 0-7, rows 8-15 of channels 16KS .. +7 */
             elan_ldsm_x2(qa[mt][KS], sq + (row0 + mt * 16 + (lane & 15)) * ROW + KS * 16);
     }
-    float m[2][2];
 #pragma unroll
     for (int mt = 0; mt < 2; mt++) {
 #pragma unroll
         for (int j = 0; j < NV; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
-        m[mt][0] = m[mt][1] = -INFINITY;
+        if (!KM) m[mt][0] = m[mt][1] = -INFINITY;
     }
     if constexpr (T >= 32) { /* both tiles in one window: share every K / V fragment */
         const int kbase = row0 / T * T;
@@ -704,24 +708,43 @@ static __device__ __forceinline__ void attn_mma_rows(const __half *sq, const __h
         for (int kb = 0; kb < T; kb += 16 * KB) {
 #pragma unroll
             for (int b = 0; b < KB; b++) attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, kbase + kb + 16 * b, lane, kf[b], vf[b]);
-            attn_mma_step<KQ8, NV, KB>(qa[0], kf, vf, o[0], m[0]);
-            attn_mma_step<KQ8, NV, KB>(qa[1], kf, vf, o[1], m[1]);
+            attn_mma_step<KQ8, NV, KB, KM>(qa[0], kf, vf, o[0], m[0]);
+            attn_mma_step<KQ8, NV, KB, KM>(qa[1], kf, vf, o[1], m[1]);
         }
     } else {
         unsigned kf[1][(KQ8 + 1) / 2][4], vf[1][NV][2];
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
             attn_mma_load_kv<KQ8, NV, ROW>(sq, sv, row0 + mt * 16, lane, kf[0], vf[0]);
-            attn_mma_step<KQ8, NV, 1>(qa[mt], kf, vf, o[mt], m[mt]);
+            attn_mma_step<KQ8, NV, 1, KM>(qa[mt], kf, vf, o[mt], m[mt]);
         }
     }
+}
+
+/* The row maxima m of attn_mma_rows for the warp's rows row0 .. row0 + 31, to or from a plane of one fp32 per pixel
+   (token r is pixel spix[r]): the computing GMSA leaves them for its reusing GMSAs (a.m_out), which then skip
+   the running maximum (a.m_in, KM). The four lanes of a quad hold the same two rows; lane t = 0 stores. */
+static __device__ __forceinline__ void attn_max_load(float (&m)[2][2], const float *in, const int *spix, int row0,
+                                                     int lane) {
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) m[mt][h] = in[spix[row0 + 16 * mt + (lane >> 2) + 8 * h]];
+}
+static __device__ __forceinline__ void attn_max_store(const float (&m)[2][2], float *out, const int *spix, int row0,
+                                                      int lane) {
+    if (lane & 3) return;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) out[spix[row0 + 16 * mt + (lane >> 2) + 8 * h]] = m[mt][h];
 }
 
 /* The attention of one group over the 16 x 16 region (rx, ry) of image img. Token (window wl of the region,
    position i in the window) is pixel ((wy*WS + i / WS + shift) mod Hp, ...), the windows of the region taken in
    raster order; the regions of the three groups of one block then cover nearly the same pixels (they differ by
    the roll only), which attn3_kernel uses. */
-template <int WS, int KQ8, int NV, typename T, bool PROJ = false>
+template <int WS, int KQ8, int NV, typename T, bool PROJ = false, bool KM = false>
 static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &a, int vec4, int rx, int ry, int img) {
     typedef attn_mma_shape<WS, KQ8, NV> S;
     constexpr int ROW = S::ROW, KQ = 8 * KQ8;
@@ -813,8 +836,10 @@ static __device__ __forceinline__ void attn_mma_body(const elan_cuda_attn_args &
 
     /* compute: warp owns rows 32*warp .. +31 as two m16 tiles */
     const int row0 = warp * 32;
-    float o[2][NV][4];
-    attn_mma_rows<WS, KQ8, NV, PROJ ? ATTN_KB_PROJ : ATTN_KB>(sq, sv, row0, lane, o);
+    float o[2][NV][4], m[2][2];
+    if (KM) attn_max_load(m, a.m_in, spix, row0, lane);
+    attn_mma_rows<WS, KQ8, NV, PROJ ? ATTN_KB_PROJ : ATTN_KB, KM>(sq, sv, row0, lane, o, m);
+    if (PROJ && !KM && a.m_out) attn_max_store(m, a.m_out, spix, row0, lane);
     __syncthreads(); /* every warp is done with the keys: sq is reused for the output */
 
     const int g = lane >> 2, t = lane & 3;
@@ -862,7 +887,7 @@ typedef struct {
     int ng;            /* attn3_kernel: groups launched, 3, or 2 (ws 4 and 8 only: the shifted whole GMSA) */
 } attn3_args;
 
-template <int KQ8, int NV, typename T, bool PROJ = false>
+template <int KQ8, int NV, typename T, bool PROJ = false, bool KM = false>
 static __global__ void __launch_bounds__(ATTN_TOK, ATTN_MIN_CTAS) attn3_kernel(attn3_args a, int vec4) {
     const unsigned bx = blockIdx.x;
     const int gi = a.ng == 2 ? bx & 1 : bx % 3, rx = a.ng == 2 ? bx >> 1 : bx / 3, ry = blockIdx.y, img = blockIdx.z;
@@ -870,11 +895,11 @@ static __global__ void __launch_bounds__(ATTN_TOK, ATTN_MIN_CTAS) attn3_kernel(a
     if (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z) >= a.pdl_from) elan_pdl_trigger();
     if (!PROJ) elan_pdl_wait(); /* attn_project waits after staging its weights */
     if (gi == 0)
-        attn_mma_body<4, KQ8, NV, T, PROJ>(a.g[0], vec4, rx, ry, img);
+        attn_mma_body<4, KQ8, NV, T, PROJ, KM>(a.g[0], vec4, rx, ry, img);
     else if (gi == 1)
-        attn_mma_body<8, KQ8, NV, T, PROJ>(a.g[1], vec4, rx, ry, img);
+        attn_mma_body<8, KQ8, NV, T, PROJ, KM>(a.g[1], vec4, rx, ry, img);
     else
-        attn_mma_body<16, KQ8, NV, T, PROJ>(a.g[2], vec4, rx, ry, img);
+        attn_mma_body<16, KQ8, NV, T, PROJ, KM>(a.g[2], vec4, rx, ry, img);
 }
 
 typedef void (*attn_mma_fn)(elan_cuda_attn_args, int);
@@ -944,13 +969,14 @@ static attn3_fn attn3_pick(int k, const int ws[3], int act, size_t *smem) {
 }
 
 /* The fused-project_inp variant is compiled for ELAN-light's groups only (k = 20: KQ8 = 3, NV = 3), from up to
-   64 input channels in pieces of 4. */
-static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t *smem) {
+   64 input channels in pieces of 4; km: the reusing GMSA's variant with the row maxima given (a.m_in). */
+static attn3_fn attn3_proj_pick(int k, int cin, const int ws[3], int act, size_t *smem, bool km = false) {
     size_t sm;
     if (k != ATTN_K4(3, 3) || cin < 4 || cin > 64 || cin % 4 || !attn3_pick(k, ws, act, &sm)) return NULL;
     *smem = ATTN_PROJ_SMEM(3, 3);
-    if (act == ELAN_ACT_F16) return attn3_kernel<3, 3, __half, true>;
-    if (act == ELAN_ACT_BF16) return attn3_kernel<3, 3, __nv_bfloat16, true>;
+    if (act == ELAN_ACT_F16) return km ? attn3_kernel<3, 3, __half, true, true> : attn3_kernel<3, 3, __half, true>;
+    if (act == ELAN_ACT_BF16)
+        return km ? attn3_kernel<3, 3, __nv_bfloat16, true, true> : attn3_kernel<3, 3, __nv_bfloat16, true>;
     return NULL;
 }
 
@@ -1008,7 +1034,7 @@ typedef void (*gmsa_fn_t)(gmsa_args);
    rows, and its y, normalised and rounded to T, into ya as project_out's A fragments (per m16 tile: the k16 step
    of columns 0-15, then the k8 step of 16-23). Starts with a barrier (the previous group is done with sq, sv) and
    leaves the CTA's cp.async groups drained. */
-template <int WS, typename T>
+template <int WS, typename T, bool KM>
 static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, __half *sq, __half *sv,
                                                   const int *spix, const T *sx, const T *sw, const float *sb,
                                                   unsigned (&ya)[2][6], int tid) {
@@ -1031,8 +1057,10 @@ static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, 
     __syncthreads();
     if (own_q && a.q_out) attn_rows<K, ROW, false>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
 
-    float o[2][NV][4];
-    attn_mma_rows<WS, KQ8, NV, GMSA_KB>(sq, sv, 32 * warp, lane, o);
+    float o[2][NV][4], m[2][2];
+    if (KM) attn_max_load(m, a.m_in, spix, 32 * warp, lane);
+    attn_mma_rows<WS, KQ8, NV, GMSA_KB, KM>(sq, sv, 32 * warp, lane, o, m);
+    if (!KM && a.m_out) attn_max_store(m, a.m_out, spix, 32 * warp, lane);
 #pragma unroll
     for (int mt = 0; mt < 2; mt++) {
         float inv[2];
@@ -1065,7 +1093,7 @@ static __device__ __forceinline__ void gmsa_load_y(const elan_cuda_attn_args &a,
         }
 }
 
-template <typename T, bool SHIFT>
+template <typename T, bool SHIFT, bool KM>
 static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     constexpr int NW = ATTN_NW(3, 3), ROW = ATTN_ROW(3, 3);
     extern __shared__ float4 smem4[];
@@ -1118,10 +1146,10 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
         gmsa_load_y(a.g[0], spix, ya[0], 32 * warp, lane);
         gmsa_load_y(a.g[1], spix, ya[1], 32 * warp, lane);
     } else {
-        gmsa_group<4, T>(a.g[0], sq, sv, spix, sx, sw, sb, ya[0], tid);
-        gmsa_group<8, T>(a.g[1], sq, sv, spix, sx, sw + NW * ATTN_XR, sb + 2 * NW, ya[1], tid);
+        gmsa_group<4, T, KM>(a.g[0], sq, sv, spix, sx, sw, sb, ya[0], tid);
+        gmsa_group<8, T, KM>(a.g[1], sq, sv, spix, sx, sw + NW * ATTN_XR, sb + 2 * NW, ya[1], tid);
     }
-    gmsa_group<16, T>(a.g[2], sq, sv, spix, sx, sw + 2 * NW * ATTN_XR, sb + 4 * NW, ya[2], tid);
+    gmsa_group<16, T, KM>(a.g[2], sq, sv, spix, sx, sw + 2 * NW * ATTN_XR, sb + 4 * NW, ya[2], tid);
 
     /* project_out and the residual, n8 tile by n8 tile of output channels, into the warp's own x rows (every
        warp's projections read sx before the last group's attention began) */
@@ -1166,11 +1194,18 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     }
 }
 
-static gmsa_fn_t gmsa_pick(int k, int cin, const int ws[3], int act, bool shifted) {
+template <typename T>
+static gmsa_fn_t gmsa_entry(bool shifted, bool km) {
+    if (shifted) return km ? gmsa_kernel<T, true, true> : gmsa_kernel<T, true, false>;
+    return km ? gmsa_kernel<T, false, true> : gmsa_kernel<T, false, false>;
+}
+
+/* km: the reusing GMSA's variant with the row maxima given (a.m_in) */
+static gmsa_fn_t gmsa_pick(int k, int cin, const int ws[3], int act, bool shifted, bool km) {
     size_t sm;
     if (cin != 3 * k || !attn3_proj_pick(k, cin, ws, act, &sm)) return NULL;
-    if (act == ELAN_ACT_F16) return shifted ? gmsa_kernel<__half, true> : gmsa_kernel<__half, false>;
-    if (act == ELAN_ACT_BF16) return shifted ? gmsa_kernel<__nv_bfloat16, true> : gmsa_kernel<__nv_bfloat16, false>;
+    if (act == ELAN_ACT_F16) return gmsa_entry<__half>(shifted, km);
+    if (act == ELAN_ACT_BF16) return gmsa_entry<__nv_bfloat16>(shifted, km);
     return NULL;
 }
 
@@ -1708,9 +1743,10 @@ extern "C" int elan_cuda_attn3_proj_supported(int k, int cin, const int ws[3], i
 
 extern "C" cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws[3], int act) {
     size_t smem;
-    attn3_fn f = attn3_proj_pick(k, cin, ws, act, &smem);
-    if (!f) return cudaErrorInvalidValue;
-    return cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    attn3_fn f = attn3_proj_pick(k, cin, ws, act, &smem), fk = attn3_proj_pick(k, cin, ws, act, &smem, true);
+    if (!f || !fk) return cudaErrorInvalidValue;
+    const cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    return e != cudaSuccess ? e : cudaFuncSetAttribute(fk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
 /* fp32 storage: two three-group kernels, tf32 (attn3_tf32_kernel) and fp32 (attn3_f32_kernel). The precision is
@@ -1824,7 +1860,9 @@ static bool attn_proj_args_ok(const elan_cuda_attn_args &a, const elan_cuda_attn
     return a.cin == a0.cin && a.x_stride == a.cin && aligned(a.x, 16) && a.wv && aligned(a.wv, 8) &&
            aligned(a.wq, 8) && a.bv &&
            (a.wq ? a.bq && (!a.q_out || (aligned(a.q_out, 8) && a.q_out_stride % 4 == 0))
-                 : a.q && aligned(a.q, 8) && a.q_stride % 4 == 0);
+                 : a.q && aligned(a.q, 8) && a.q_stride % 4 == 0) &&
+           (!a.m_in || !a.wq) && (!a.m_out || a.wq) && (a.m_in != NULL) == (a0.m_in != NULL) && aligned(a.m_in, 4) &&
+           aligned(a.m_out, 4);
 }
 
 /* The first CTA (linear index) that lets the next kernel launch. The early trigger (the last wave: grid minus the
@@ -1891,7 +1929,8 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
         ft<<<grid, ATTN_TOK, smem, s>>>(g, vec4);
         return cudaGetLastError();
     }
-    attn3_fn f = proj ? attn3_proj_pick(a[0].k, a[0].cin, ws, a[0].act, &smem) : attn3_pick(a[0].k, ws, a[0].act, &smem);
+    attn3_fn f = proj ? attn3_proj_pick(a[0].k, a[0].cin, ws, a[0].act, &smem, a[0].m_in != NULL)
+                      : attn3_pick(a[0].k, ws, a[0].act, &smem);
     if (!f) return cudaErrorInvalidValue;
     attn3_args g;
     g.ng = 3;
@@ -1918,25 +1957,24 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
 }
 
 extern "C" int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act) {
-    return gmsa_pick(k, cin, ws, act, false) ? 0 : -1;
+    return gmsa_pick(k, cin, ws, act, false, false) ? 0 : -1;
 }
 
 extern "C" cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act) {
-    size_t sm;
-    gmsa_fn_t f = gmsa_pick(k, cin, ws, act, false), fs = gmsa_pick(k, cin, ws, act, true);
-    attn3_fn f3 = attn3_proj_pick(k, cin, ws, act, &sm);
-    if (!f || !fs || !f3) return cudaErrorInvalidValue;
-    cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(fs, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(f3, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    cudaError_t e = elan_cuda_attn3_proj_prepare(k, cin, ws, act); /* the shifted blocks' first launch */
+    for (int v = 0; v < 4 && e == cudaSuccess; v++) {
+        gmsa_fn_t f = gmsa_pick(k, cin, ws, act, v & 1, v >> 1);
+        e = f ? cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM)
+              : cudaErrorInvalidValue;
+    }
     return e;
 }
 
 extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t s) {
     const elan_cuda_attn_args *g = a->g;
     const int ws[3] = {g[0].ws, g[1].ws, g[2].ws};
-    const bool shifted = g[0].shift != 0;
-    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted);
+    const bool shifted = g[0].shift != 0, km = g[0].m_in != NULL;
+    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted, km);
     if (!f || !a->wo || !aligned(a->wo, 8) || !a->bo || !a->x_out || !aligned(a->x_out, 16) || a->x_out == g[0].x ||
         g[0].n < 1 || g[0].Hp % ATTN_REGION || g[0].Wp % ATTN_REGION ||
         (long long)g[0].n * g[0].Hp * g[0].Wp > 0x7fffffffll)
@@ -1953,7 +1991,7 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
     if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
     if (shifted) { /* first the ws 4 and ws 8 groups' attention, their y into g[0].y, g[1].y (gmsa.cu, SHIFT) */
         size_t sm;
-        attn3_fn f3 = attn3_proj_pick(g[0].k, g[0].cin, ws, g[0].act, &sm);
+        attn3_fn f3 = attn3_proj_pick(g[0].k, g[0].cin, ws, g[0].act, &sm, km);
         attn3_args g3;
         for (int i = 0; i < 3; i++) {
             if (i < 2 && (!g[i].y || !aligned(g[i].y, 8) || g[i].y_stride % 4)) return cudaErrorInvalidValue;
