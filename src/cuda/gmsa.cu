@@ -234,7 +234,10 @@ static attn_fn attn_pick(int k, int ws, int act, size_t *smem, int *windows_per_
      O (16 x 8*NV) += P V              P is S's accumulator repacked as an A fragment (no shared memory)
    O is divided by the row sums at the end, staged through shared memory and written back row by row in
    8-byte pieces (attn_rows). A is never stored; reusing GMSAs recompute it from the first GMSA's q, as the fp32
-   kernel does (storing A in fp16 would cost 2*T bytes per token and group, 16x q's size for ws = 16).
+   kernel does (storing A in fp16 would cost 2*T bytes per token and group, 16x q's size for ws = 16). With the
+   fused project_inp the first GMSA also stores each row's maximum score (m_out, 4 bytes per token and group), and
+   the reusing ones start from it (m_in, KM) instead of keeping a running maximum: the same A up to the rounding
+   of the rescaling they skip, no longer bit-identical to the first GMSA's.
 
    Rows of Q and V are KQ8 * 8 and NV * 8 halves (k = 20: 24 and 24, so QK^T is one k16 and one k8 step rather
    than two k16 steps over 12 zero channels), stored with a row stride that is an odd multiple of 8 halves
