@@ -345,28 +345,28 @@ static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 +
        others, so skipping the multiplications when none grew changes no bit. In ws = 16 windows the maximum
        mostly stops growing once the block holding the query's own key (q.q, usually the largest score) is
        behind. */
-    float mn[2];
-    bool grew = false;
-#pragma unroll
-    for (int h = 0; h < 2 && KM; h++) mn[h] = m[h];
-#pragma unroll
-    for (int h = 0; h < 2 && !KM; h++) {
-        float bm = fmaxf(s[0][2 * h], s[0][2 * h + 1]);
-#pragma unroll
-        for (int n = 1; n < 2 * KB; n++) bm = fmaxf(bm, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
-        bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
-        bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
-        mn[h] = fmaxf(m[h], bm * L2E);
-        grew |= mn[h] > m[h];
-    }
-    if (!KM && __any_sync(0xffffffffu, grew)) {
+    float mn[2] = {m[0], m[1]};
+    if constexpr (!KM) {
+        bool grew = false;
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const float alpha = elan_exp2(m[h] - mn[h]); /* 0 on the first block: m = -inf */
+            float bm = fmaxf(s[0][2 * h], s[0][2 * h + 1]);
 #pragma unroll
-            for (int j = 0; j < NV; j++) {
-                o[j][2 * h] *= alpha;
-                o[j][2 * h + 1] *= alpha;
+            for (int n = 1; n < 2 * KB; n++) bm = fmaxf(bm, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
+            bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
+            bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 2));
+            mn[h] = fmaxf(m[h], bm * L2E);
+            grew |= mn[h] > m[h];
+        }
+        if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float alpha = elan_exp2(m[h] - mn[h]); /* 0 on the first block: m = -inf */
+#pragma unroll
+                for (int j = 0; j < NV; j++) {
+                    o[j][2 * h] *= alpha;
+                    o[j][2 * h + 1] *= alpha;
+                }
             }
         }
     }
