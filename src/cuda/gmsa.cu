@@ -1886,6 +1886,19 @@ static unsigned attn_pdl_from(F f, dim3 grid, size_t smem) {
     return from;
 }
 
+/* attn3_kernel for the first g.ng groups of g: ng CTAs per 16 x 16 region, the last wave letting the next kernel
+   launch (elan_cuda_attn3: 3; the shifted blocks of elan_cuda_gmsa: 2). */
+static cudaError_t attn3_launch(attn3_fn f, attn3_args &g, size_t smem, int vec4, cudaStream_t s) {
+    const elan_cuda_attn_args &a0 = g.g[0];
+    const dim3 grid(g.ng * (a0.Wp / ATTN_REGION), a0.Hp / ATTN_REGION, a0.n); /* gridDim.y, z <= 65535 */
+    if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+    g.pdl_from = attn_pdl_from(f, grid, smem);
+    return elan_launch_pdl(f, grid, dim3(ATTN_TOK), smem, s, g, vec4);
+}
+
+/* y of the fused-projection path, written in 8-byte pieces (attn_rows) */
+static bool attn_proj_y_ok(const elan_cuda_attn_args &a) { return a.y && aligned(a.y, 8) && a.y_stride % 4 == 0; }
+
 extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStream_t s) {
     size_t smem;
     const int ws[3] = {a[0].ws, a[1].ws, a[2].ws};
@@ -1943,8 +1956,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
             (a[i].x != NULL) != proj)
             return cudaErrorInvalidValue;
         if (proj) {
-            if (!attn_proj_args_ok(a[i], a[0]) || !a[i].y || !aligned(a[i].y, 8) || a[i].y_stride % 4)
-                return cudaErrorInvalidValue;
+            if (!attn_proj_args_ok(a[i], a[0]) || !attn_proj_y_ok(a[i])) return cudaErrorInvalidValue;
             g.g[i] = a[i];
             continue;
         }
@@ -1953,10 +1965,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
                aligned(a[i].v_bias, 16);
         g.g[i] = a[i];
     }
-    const dim3 grid(3 * (a[0].Wp / ATTN_REGION), a[0].Hp / ATTN_REGION, a[0].n); /* gridDim.y, z <= 65535 */
-    if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
-    g.pdl_from = attn_pdl_from(f, grid, smem);
-    return elan_launch_pdl(f, grid, dim3(ATTN_TOK), smem, s, g, vec4);
+    return attn3_launch(f, g, smem, vec4, s);
 }
 
 extern "C" int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act) {
@@ -1997,13 +2006,11 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
         attn3_fn f3 = attn3_proj_pick(g[0].k, g[0].cin, ws, g[0].act, &sm, km);
         attn3_args g3;
         for (int i = 0; i < 3; i++) {
-            if (i < 2 && (!g[i].y || !aligned(g[i].y, 8) || g[i].y_stride % 4)) return cudaErrorInvalidValue;
+            if (i < 2 && !attn_proj_y_ok(g[i])) return cudaErrorInvalidValue;
             g3.g[i] = g[i];
         }
         g3.ng = 2;
-        const dim3 grid3(2 * grid.x, grid.y, grid.z);
-        g3.pdl_from = attn_pdl_from(f3, grid3, sm);
-        const cudaError_t e = elan_launch_pdl(f3, grid3, dim3(ATTN_TOK), sm, s, g3, 1);
+        const cudaError_t e = attn3_launch(f3, g3, sm, 1, s);
         if (e != cudaSuccess) return e;
     }
     ga.pdl_from = attn_pdl_from(f, grid, GMSA_SMEM);

@@ -488,8 +488,8 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
         /* GEMM2's accumulators start at x + b1 of tile rows row0 + mi, pixels x0+g (c0, c1) and x0+g+8 (c2, c3):
            the fp32 x loads are issued before the barrier and used after it and the staging, so their latency (an
            L2 hit: prefetched a tile ago) hides behind both. The half stream's residual is xh_in, already in S0 (a
-           channel of tap d at hidden pixel p - d: ro), read from there before the barrier frees S0; the raw pairs
-           are widened only after it (LFE_RES_GLOBAL: from global memory, as up to step 10). */
+           channel of tap d at hidden pixel p - d: ro), read from there before the barrier frees S0 (4% faster than
+           from global memory, step 11); the raw pairs are widened only after it. */
         /* element offset of the lane's first pair, (pixel x0 + g of tile row row0 + mi) * C + nj0 * 8 + 2t: the
            pairs of the lane are at + nt * 8 and + 8 * C from it, immediate offsets of one address per row */
         long long pm[MI];
@@ -509,15 +509,9 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                         const float2 r0 = __ldcs((const float2 *)xr), r1 = __ldcs((const float2 *)(xr + 8 * C));
                         acc2[mi][nt][0] = r0.x, acc2[mi][nt][1] = r0.y, acc2[mi][nt][2] = r1.x, acc2[mi][nt][3] = r1.y;
                     } else {
-#ifdef LFE_RES_GLOBAL
-                        const T *xr = (const T *)a.xh_in + pm[mi] + nt * 8;
-                        raw[mi][nt][0] = *(const unsigned *)xr;
-                        raw[mi][nt][1] = *(const unsigned *)(xr + 8 * C);
-#else
                         const unsigned short *sr = s0 + ((row0 + mi) * S::HW + g) * S::XS + ro[c];
                         raw[mi][nt][0] = *(const unsigned *)sr;
                         raw[mi][nt][1] = *(const unsigned *)(sr + 8 * S::XS);
-#endif
                     }
                 } else {
                     acc2[mi][nt][0] = acc2[mi][nt][1] = acc2[mi][nt][2] = acc2[mi][nt][3] = 0.0f;
@@ -615,7 +609,7 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                 }
             }
         }
-#if LFE_WG_ARCH && !defined(LFE_STORE_DIRECT)
+#if LFE_WG_ARCH
         if constexpr (WGP && !XF) {
             /* The warp's tile row (16 pixels x C halves, contiguous in xh_out) goes out through shared memory in
                16-byte pieces: the direct 4-byte stores touch 8 pixels 2C bytes apart per instruction (Nsight Compute:
