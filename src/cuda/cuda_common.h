@@ -281,15 +281,12 @@ cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws[3], int ac
    C x C with C = cin = 3k, PyTorch layout), x_out not x. Unshifted blocks (every shift 0): one launch, y unused.
    Shifted blocks (shift ws / 2 in every group): two launches, the ws 4 and ws 8 groups' attention writing their y
    to g[0].y and g[1].y (scratch, as elan_cuda_attn3 would), then the rest. Supported for the shapes of
-   elan_cuda_attn3_proj_supported with cin = 3k, else -1; prepare raises the limits of every kernel involved.
-   wg: the ws 16 group's attention on wgmma (nonzero: the default, in sm_90a builds; elsewhere and with 0,
-   mma.sync). */
+   elan_cuda_attn3_proj_supported with cin = 3k, else -1; prepare raises the limits of every kernel involved. */
 typedef struct {
     elan_cuda_attn_args g[3];
     const void *wo;
     const float *bo;
     void *x_out;
-    int wg;
 } elan_cuda_gmsa_args;
 int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act);
 cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act);

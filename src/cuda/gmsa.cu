@@ -317,14 +317,29 @@ struct attn_mma_shape {
    8-15 in [1]. Two halves per step (ws 8 and 16) halve the max/shuffle/rescale work per key against one.
    KM: m already holds each row's final maximum (a reusing GMSA, from its computing GMSA: the same q, the same
    scores), so there is no running maximum to update and nothing to rescale. */
-/* The online-softmax update for one block of 8 NT keys of an m16 tile (attn_mma_step; attn_wg_rows with the
-   block's S from wgmma): s (NT n8 tiles of scores, mma.sync's C layout) -> pa (P as NT / 2 k16 A fragments), o
-   rescaled and m updated as below. */
-template <int NV, int NT, bool KM>
-static __device__ __forceinline__ void attn_softmax(const float (&s)[NT][4], float (&o)[NV][4], float (&m)[2],
-                                                    unsigned (&pa)[NT / 2][4]) {
-    constexpr int KB = NT / 2;
+template <int KQ8, int NV, int KB, bool KM = false>
+static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 + 1) / 2][4],
+                                                     const unsigned (&kf)[KB][(KQ8 + 1) / 2][4],
+                                                     const unsigned (&vf)[KB][NV][2], float (&o)[NV][4], float (&m)[2]) {
+    constexpr int KS = KQ8 / 2, KR = KQ8 % 2;
     const float L2E = 1.4426950408889634f;
+    float s[2 * KB][4]; /* n8 tile n: keys 8n .. 8n + 7 of the block */
+#pragma unroll
+    for (int n = 0; n < 2 * KB; n++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) s[n][r] = 0.0f;
+#pragma unroll
+    for (int kb = 0; kb < KB; kb++) {
+#pragma unroll
+        for (int st = 0; st < KS; st++) {
+            elan_mma16816<__half>(s[2 * kb], qa[st], &kf[kb][st][0]);
+            elan_mma16816<__half>(s[2 * kb + 1], qa[st], &kf[kb][st][2]);
+        }
+        if constexpr (KR) {
+            elan_mma1688<__half>(s[2 * kb], qa[KS], kf[kb][KS][0]);
+            elan_mma1688<__half>(s[2 * kb + 1], qa[KS], kf[kb][KS][1]);
+        }
+    }
     /* Row maxima (h = 0: row g, registers 0, 1; h = 1: row g + 8, registers 2, 3), in log2 units. The running
        output is rescaled only when some row of the warp saw its maximum grow: alpha is then exactly 1 for the
        others, so skipping the multiplications when none grew changes no bit. In ws = 16 windows the maximum
@@ -358,6 +373,7 @@ static __device__ __forceinline__ void attn_softmax(const float (&s)[NT][4], flo
     /* P = 2^(s log2 e - m): fp32 exponent and fp32 ex2 on the special-function unit, rounded once to fp16 as
        the A fragment of P V (one cvt per pair: P is in [0, 1], nothing to saturate). (ex2.approx.f16x2 is no cheaper on sm_90: it issues two MUFU.EX2.F16 and a PRMT,
        after rounding the exponent to fp16.) The row sums come from the ones column of V. */
+    unsigned pa[KB][4];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         m[h] = mn[h];
@@ -369,32 +385,6 @@ static __device__ __forceinline__ void attn_softmax(const float (&s)[NT][4], flo
                                                elan_exp2(fmaf(s[2 * kb + 1][2 * h + 1], L2E, -mn[h])));
         }
     }
-}
-
-template <int KQ8, int NV, int KB, bool KM = false>
-static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 + 1) / 2][4],
-                                                     const unsigned (&kf)[KB][(KQ8 + 1) / 2][4],
-                                                     const unsigned (&vf)[KB][NV][2], float (&o)[NV][4], float (&m)[2]) {
-    constexpr int KS = KQ8 / 2, KR = KQ8 % 2;
-    float s[2 * KB][4]; /* n8 tile n: keys 8n .. 8n + 7 of the block */
-#pragma unroll
-    for (int n = 0; n < 2 * KB; n++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) s[n][r] = 0.0f;
-#pragma unroll
-    for (int kb = 0; kb < KB; kb++) {
-#pragma unroll
-        for (int st = 0; st < KS; st++) {
-            elan_mma16816<__half>(s[2 * kb], qa[st], &kf[kb][st][0]);
-            elan_mma16816<__half>(s[2 * kb + 1], qa[st], &kf[kb][st][2]);
-        }
-        if constexpr (KR) {
-            elan_mma1688<__half>(s[2 * kb], qa[KS], kf[kb][KS][0]);
-            elan_mma1688<__half>(s[2 * kb + 1], qa[KS], kf[kb][KS][1]);
-        }
-    }
-    unsigned pa[KB][4];
-    attn_softmax<NV, 2 * KB, KM>(s, o, m, pa);
 #pragma unroll
     for (int kb = 0; kb < KB; kb++)
 #pragma unroll
@@ -474,6 +464,17 @@ static __device__ __forceinline__ void attn_st_global8(const char *p, uint2 v) {
                  "r"(v.x), "r"(v.y)
                  : "memory");
 }
+/* The same, marked evict-first (st.global.cs): q_out and m_out, which are read again only two kernels later,
+   after the next LFE has streamed 2 x 120 bytes per pixel through L2, so that they do not push x_out (read by
+   that LFE) out of L2. GMSA_Q_CS=0 stores them as the others. */
+#ifndef GMSA_Q_CS
+#define GMSA_Q_CS 1
+#endif
+static __device__ __forceinline__ void attn_st_global8_cs(const char *p, uint2 v) {
+    asm volatile("st.global.cs.v2.u32 [%0], {%1, %2};\n" ::"l"((unsigned long long)__cvta_generic_to_global(p)),
+                 "r"(v.x), "r"(v.y)
+                 : "memory");
+}
 static __device__ __forceinline__ void attn_st_global16(const char *p, uint4 v) {
     asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"l"((unsigned long long)__cvta_generic_to_global(p)),
                  "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
@@ -486,9 +487,8 @@ static __device__ __forceinline__ void attn_st_global16(const char *p, uint4 v) 
    per step (a few cache lines per instruction, where one row per lane would touch 32), the CTA 8 RPW tokens. K4
    is a constant, so the lane -> (token, piece) map is a constant division and the steps are unrolled with
    constant offsets: per piece, one spix load, one 64-bit multiply-add and the copy. LOAD copies by cp.async (the
-   caller commits and waits). PS: halves between the 8-channel runs of a row (8: rows of ROW contiguous halves;
-   ATTN_TOK * 8 with ROW = 8: attn_wg_rows' planes). */
-template <int K4, int ROW, bool LOAD, int PS = 8>
+   caller commits and waits). */
+template <int K4, int ROW, bool LOAD, bool CS = false>
 static __device__ __forceinline__ void attn_rows(__half *srow, const int *spix, const void *g, int stride, int lane,
                                                  int warp) {
     constexpr int CH = K4 / 4, RPW = 32 / CH, STEP = 8 * RPW, NS = (ATTN_TOK + STEP - 1) / STEP;
@@ -498,7 +498,7 @@ static __device__ __forceinline__ void attn_rows(__half *srow, const int *spix, 
     if (lr >= RPW) return; /* the 32 % CH lanes left over */
     const char *gl = attn_opaque((const char *)g + 2 * lc);
     const int rowb = 2 * stride; /* bytes */
-    __half *s0 = srow + tok0 * ROW + (lc >> 3) * PS + (lc & 7);
+    __half *s0 = srow + tok0 * ROW + lc;
     const unsigned a0 = elan_smem_addr(s0);
 #pragma unroll
     for (int st = 0; st < NS; st++) {
@@ -506,6 +506,8 @@ static __device__ __forceinline__ void attn_rows(__half *srow, const int *spix, 
         const char *gp = attn_row_ptr(gl, spix[tok0 + st * STEP], rowb);
         if constexpr (LOAD)
             attn_cp_async8(a0 + st * STEP * ROW * 2, gp, 8u);
+        else if constexpr (CS)
+            attn_st_global8_cs(gp, *(const uint2 *)(s0 + st * STEP * ROW));
         else
             attn_st_global8(gp, *(const uint2 *)(s0 + st * STEP * ROW));
     }
@@ -537,8 +539,8 @@ static __device__ __forceinline__ void attn_proj_a(unsigned (&af)[4][4], const T
    H100, three alternating repetitions: 0.190 / 0.169 -> 0.182 / 0.163 ms (computing / reusing GMSA; the split:
    0.190 / 0.166). Each D still sums bias, k-steps 0, 1, 2, 3 in that order (the same bits as before), the two m16
    tiles' chains interleaved. The next tile's B fragments and bias are loaded before this tile's stores, which the
-   loads could not pass (ptxas cannot tell sw from sq / sv). PS: as attn_rows'. */
-template <typename T, int NQT, int J0, int J1, int ROW, int PS = 8>
+   loads could not pass (ptxas cannot tell sw from sq / sv). */
+template <typename T, int NQT, int J0, int J1, int ROW>
 static __device__ __forceinline__ void attn_proj_cols(const T *sx, int cin, int r0, const T *sw, const float *sb,
                                                       __half *sq, __half *sv, int lane) {
     const int t = lane & 3;
@@ -568,7 +570,7 @@ static __device__ __forceinline__ void attn_proj_cols(const T *sx, int cin, int 
             elan_ldsm_x4(bf[(j + 1) & 1][1], bw + (j + 1) * 8 * ATTN_XR + 32);
             bb[(j + 1) & 1] = *(const float4 *)(sb + 16 * (j + 1) + 4 * t);
         }
-        __half *d = (j < NQT ? sq + PS * j : sv + PS * (j - NQT)) + o;
+        __half *d = (j < NQT ? sq + 8 * j : sv + 8 * (j - NQT)) + o;
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
             *(unsigned *)(d + mt * 16 * ROW) = elan_pack2_out<__half>(acc[mt][0], acc[mt][1]);
@@ -687,7 +689,7 @@ static __device__ __forceinline__ void attn_project(const elan_cuda_attn_args &a
         attn_proj_cols<T, NQT, NQT, NQT + NV, ROW>(sx, cin, 32 * warp, sw, sb, sq, sv, lane);
     __syncthreads();
     /* the computing GMSA leaves its q (fp16) for the block's reusing GMSAs */
-    if (own_q && a.q_out) attn_rows<K, ROW, false>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
+    if (own_q && a.q_out) attn_rows<K, ROW, false, GMSA_Q_CS>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
 }
 
 /* The attention of one warp's 32 query rows row0 .. row0 + 31 (two m16 tiles) of sq (Q = K) and sv (V, with the
@@ -735,92 +737,6 @@ static __device__ __forceinline__ void attn_mma_rows(const __half *sq, const __h
     }
 }
 
-/* The ws 16 window on Hopper's wgmma (gmsa_kernel's last group, sm_90a; ELANSR_CUDA_GMSA_WG=0 keeps
-   attn_mma_rows). The same warp -> rows map, o and m as attn_mma_rows<16>: warpgroup h (warps 4h .. 4h + 3) runs
-   two m64 tiles, tile mt being the warps' m16 tiles mt (A comes from registers, so its rows may be any tokens).
-   Per block of 32 keys and tile: S = Q K^T as two m64n32k16 (channels 0-15, then 16-23 with A's columns 24-31
-   zero: B's fourth 8-channel run there is sv's first plane, finite values times zero), the online softmax of
-   attn_mma_step on S (attn_softmax), then O += P V as two m64n24k16 with P from registers. The tensor cores read
-   K and V from shared memory once per warpgroup of 64 rows, where each warp's ldmatrix read them once per 32, and
-   the two tiles are pipelined: tile 1's S is in flight during tile 0's softmax, and tile 0's P V plus its next S
-   during tile 1's. Why: the ws 16 attention is ~3/4 of the GMSA's attention work (docs/PERFORMANCE.md, step 13).
-   Operands in planes (PS = ATTN_TOK * 8 halves apart) of 8 channels per token: token r, channel c at
-   (c / 8) PS + 8 r + c % 8, which is wgmma's no-swizzle core layout both ways: for S's B (K-major, keys x
-   channels) 8-key groups 128 bytes apart (stride offset) and channel runs one plane apart (leading offset), for
-   O's B (N-major, keys x channels) channel runs one plane apart (stride offset) and 8-key groups 128 bytes apart
-   (leading offset). */
-#if defined(ELAN_HAVE_WGMMA)
-#define GMSA_WG_ARCH 1
-static __device__ __forceinline__ void gmsa_fence_proxy_async() { elan_fence_proxy_async(); }
-/* Pins accumulator registers at this point of the program (an empty asm that may change them): without it the
-   compiler moves their zeroing, reads and rescaling across the wgmma waits (which name no registers), and ptxas
-   then serializes every wgmma of the kernel. */
-template <int N>
-static __device__ __forceinline__ void attn_wg_pin(float (&r)[N][4]) {
-#pragma unroll
-    for (int j = 0; j < N; j++) asm volatile("" : "+f"(r[j][0]), "+f"(r[j][1]), "+f"(r[j][2]), "+f"(r[j][3])::"memory");
-}
-template <bool KM>
-static __device__ __forceinline__ void attn_wg_rows(const __half *sq, const __half *sv, int row0, int lane,
-                                                    float (&o)[2][3][4], float (&m)[2][2]) {
-    constexpr int PS = ATTN_TOK * 8, NB = ATTN_TOK / 32;
-    unsigned qa[2][2][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        elan_ldsm_x4(qa[mt][0], sq + ((lane >> 4) & 1) * PS + (row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * 8);
-        elan_ldsm_x2(qa[mt][1], sq + 2 * PS + (row0 + mt * 16 + (lane & 15)) * 8);
-        qa[mt][1][2] = qa[mt][1][3] = 0u;
-#pragma unroll
-        for (int j = 0; j < 3; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
-        if (!KM) m[mt][0] = m[mt][1] = -INFINITY;
-    }
-    /* descriptors; a start address moves by adding bytes / 16 (shared addresses < 2^18: no carry out) */
-    const unsigned long long dk = elan_wgmma_desc(elan_smem_addr(sq), 2 * PS, 128);
-    const unsigned long long dv = elan_wgmma_desc(elan_smem_addr(sv), 128, 2 * PS);
-    float s[2][4][4];
-    unsigned pa[2][2][4];
-    attn_wg_pin(o[0]), attn_wg_pin(o[1]);
-    elan_wgmma_fence();
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        elan_wgmma_m64n32k16_f16(s[mt], qa[mt][0], dk, 0);
-        elan_wgmma_m64n32k16_f16(s[mt], qa[mt][1], dk + (4 * PS >> 4), 1);
-        elan_wgmma_commit();
-    }
-    /* Unrolled: in a loop ptxas cannot tell which commit group a wait_group 1 leaves in flight, and serializes
-       every wgmma of the kernel (warning C7514 / C7515) */
-#pragma unroll
-    for (int kb = 0; kb < NB; kb++) {
-        const unsigned long long dvb = dv + (kb * 32 * 16 >> 4), dkn = dk + ((kb + 1) * 32 * 16 >> 4);
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-            elan_wgmma_wait<1>(); /* S of (kb, mt) and every P V before it */
-            attn_wg_pin(s[mt]), attn_wg_pin(o[mt]);
-            attn_softmax<3, 4, KM>(s[mt], o[mt], m[mt], pa[mt]);
-            attn_wg_pin(o[mt]);
-            elan_wgmma_fence();
-            elan_wgmma_m64n24k16_f16_tb(o[mt], pa[mt][0], dvb);
-            elan_wgmma_m64n24k16_f16_tb(o[mt], pa[mt][1], dvb + (16 * 16 >> 4));
-            if (kb + 1 < NB) { /* the next block's S */
-                elan_wgmma_m64n32k16_f16(s[mt], qa[mt][0], dkn, 0);
-                elan_wgmma_m64n32k16_f16(s[mt], qa[mt][1], dkn + (4 * PS >> 4), 1);
-            }
-            elan_wgmma_commit();
-        }
-    }
-    elan_wgmma_wait<0>();
-    attn_wg_pin(o[0]), attn_wg_pin(o[1]);
-}
-#else
-#define GMSA_WG_ARCH 0
-static __device__ __forceinline__ void gmsa_fence_proxy_async() {}
-template <bool KM>
-static __device__ __forceinline__ void attn_wg_rows(const __half *, const __half *, int, int, float (&)[2][3][4],
-                                                    float (&)[2][2]) {
-    __trap(); /* never launched: gmsa_group takes it only where GMSA_WG_ARCH */
-}
-#endif
-
 /* The row maxima m of attn_mma_rows for the warp's rows row0 .. row0 + 31, to or from a plane of one fp32 per pixel
    (token r is pixel spix[r]): the computing GMSA leaves them for its reusing GMSAs (a.m_out), which then skip
    the running maximum (a.m_in, KM). The four lanes of a quad hold the same two rows; lane t = 0 stores. */
@@ -837,7 +753,13 @@ static __device__ __forceinline__ void attn_max_store(const float (&m)[2][2], fl
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) out[spix[row0 + 16 * mt + (lane >> 2) + 8 * h]] = m[mt][h];
+        for (int h = 0; h < 2; h++) {
+            float *p = out + spix[row0 + 16 * mt + (lane >> 2) + 8 * h];
+            if (GMSA_Q_CS)
+                __stcs(p, m[mt][h]);
+            else
+                *p = m[mt][h];
+        }
 }
 
 /* The attention of one group over the 16 x 16 region (rx, ry) of image img. Token (window wl of the region,
@@ -1133,17 +1055,14 @@ typedef void (*gmsa_fn_t)(gmsa_args);
 /* One group of gmsa_kernel: operands (q from a.q in a reusing GMSA), project_inp, the attention of the warp's 32
    rows, and its y, normalised and rounded to T, into ya as project_out's A fragments (per m16 tile: the k16 step
    of columns 0-15, then the k8 step of 16-23). Starts with a barrier (the previous group is done with sq, sv) and
-   leaves the CTA's cp.async groups drained. WG: the ws 16 group on wgmma (attn_wg_rows; sq, sv in its planes). */
-template <int WS, typename T, bool KM, bool WG = false>
+   leaves the CTA's cp.async groups drained. */
+template <int WS, typename T, bool KM>
 static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, __half *sq, __half *sv,
                                                   const int *spix, const T *sx, const T *sw, const float *sb,
                                                   unsigned (&ya)[2][6], int tid) {
-    constexpr int KQ8 = 3, NV = 3, KQ = 8 * KQ8, NQT = KQ8, K = ATTN_K4(KQ8, NV);
-    constexpr bool W = WG && GMSA_WG_ARCH && WS == ATTN_REGION;
-    constexpr int ROW = W ? 8 : ATTN_ROW(KQ8, NV), PS = W ? ATTN_TOK * 8 : 8; /* token r, channel c: r ROW + c / 8 PS + c % 8 */
-    static_assert(!W || 3 * ATTN_TOK * 8 == ATTN_TOK * ATTN_ROW(KQ8, NV), "sv's first plane follows sq's three");
-#if defined(GMSA_DEV_SKIP) /* dev/cuda timing of the kernel's phases only (wrong results): 1 skips the ws 16 attention,
-                              2 every attention, 3 the projections too */
+    constexpr int KQ8 = 3, NV = 3, ROW = ATTN_ROW(KQ8, NV), KQ = 8 * KQ8, NQT = KQ8, K = ATTN_K4(KQ8, NV);
+#if defined(GMSA_DEV_SKIP) /* dev/cuda timing of the kernel's phases only (wrong results; docs/PERFORMANCE.md step
+                              13): 1 skips the ws 16 attention, 2 every attention, 3 the projections too */
     constexpr bool skip_attn = GMSA_DEV_SKIP >= 2 || WS == ATTN_REGION, skip_proj = GMSA_DEV_SKIP >= 3;
 #else
     constexpr bool skip_attn = false, skip_proj = false;
@@ -1152,22 +1071,19 @@ static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, 
     const bool own_q = a.wq != NULL;
     __syncthreads();
     if (!own_q) {
-        attn_rows<K, ROW, true, PS>(sq, spix, a.q, a.q_stride, lane, warp);
+        attn_rows<K, ROW, true>(sq, spix, a.q, a.q_stride, lane, warp);
 #pragma unroll
-        for (int c = K; c < KQ; c += 2) *(unsigned *)(sq + tid * ROW + c / 8 * PS + c % 8) = 0u;
+        for (int c = K; c < KQ; c += 2) *(unsigned *)(sq + tid * ROW + c) = 0u;
         elan_cp_async_commit();
     }
     elan_cp_async_wait_all();
     __syncthreads();
-    if (skip_proj)
-        ;
-    else if (own_q)
-        attn_proj_cols<T, NQT, 0, NQT + NV, ROW, PS>(sx, a.cin, 32 * warp, sw, sb, sq, sv, lane);
-    else
-        attn_proj_cols<T, NQT, NQT, NQT + NV, ROW, PS>(sx, a.cin, 32 * warp, sw, sb, sq, sv, lane);
-    if (W) gmsa_fence_proxy_async(); /* sq, sv (stores and cp.async) before wgmma reads them */
+    if (own_q && !skip_proj)
+        attn_proj_cols<T, NQT, 0, NQT + NV, ROW>(sx, a.cin, 32 * warp, sw, sb, sq, sv, lane);
+    else if (!skip_proj)
+        attn_proj_cols<T, NQT, NQT, NQT + NV, ROW>(sx, a.cin, 32 * warp, sw, sb, sq, sv, lane);
     __syncthreads();
-    if (own_q && a.q_out) attn_rows<K, ROW, false, PS>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
+    if (own_q && a.q_out) attn_rows<K, ROW, false, GMSA_Q_CS>(sq, spix, a.q_out, a.q_out_stride, lane, warp);
 
     float o[2][NV][4], m[2][2];
     if (KM) attn_max_load(m, a.m_in, spix, 32 * warp, lane);
@@ -1175,9 +1091,7 @@ static __device__ __forceinline__ void gmsa_group(const elan_cuda_attn_args &a, 
         for (int mt = 0; mt < 2; mt++)
             for (int j = 0; j < NV; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 1.0f;
         m[0][0] = m[0][1] = m[1][0] = m[1][1] = 0.0f;
-    } else if constexpr (W)
-        attn_wg_rows<KM>(sq, sv, 32 * warp, lane, o, m);
-    else
+    } else
         attn_mma_rows<WS, KQ8, NV, GMSA_KB, KM>(sq, sv, 32 * warp, lane, o, m);
     if (!KM && a.m_out) attn_max_store(m, a.m_out, spix, 32 * warp, lane);
 #pragma unroll
@@ -1212,7 +1126,7 @@ static __device__ __forceinline__ void gmsa_load_y(const elan_cuda_attn_args &a,
         }
 }
 
-template <typename T, bool SHIFT, bool KM, bool WG>
+template <typename T, bool SHIFT, bool KM>
 static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     constexpr int NW = ATTN_NW(3, 3), ROW = ATTN_ROW(3, 3);
     extern __shared__ float4 smem4[];
@@ -1268,7 +1182,7 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
         gmsa_group<4, T, KM>(a.g[0], sq, sv, spix, sx, sw, sb, ya[0], tid);
         gmsa_group<8, T, KM>(a.g[1], sq, sv, spix, sx, sw + NW * ATTN_XR, sb + 2 * NW, ya[1], tid);
     }
-    gmsa_group<16, T, KM, WG>(a.g[2], sq, sv, spix, sx, sw + 2 * NW * ATTN_XR, sb + 4 * NW, ya[2], tid);
+    gmsa_group<16, T, KM>(a.g[2], sq, sv, spix, sx, sw + 2 * NW * ATTN_XR, sb + 4 * NW, ya[2], tid);
 
     /* project_out and the residual, n8 tile by n8 tile of output channels, into the warp's own x rows (every
        warp's projections read sx before the last group's attention began) */
@@ -1313,20 +1227,18 @@ static __global__ void __launch_bounds__(ATTN_TOK, 2) gmsa_kernel(gmsa_args a) {
     }
 }
 
-template <typename T, bool WG>
+template <typename T>
 static gmsa_fn_t gmsa_entry(bool shifted, bool km) {
-    if (shifted) return km ? gmsa_kernel<T, true, true, WG> : gmsa_kernel<T, true, false, WG>;
-    return km ? gmsa_kernel<T, false, true, WG> : gmsa_kernel<T, false, false, WG>;
+    if (shifted) return km ? gmsa_kernel<T, true, true> : gmsa_kernel<T, true, false>;
+    return km ? gmsa_kernel<T, false, true> : gmsa_kernel<T, false, false>;
 }
 
-/* km: the reusing GMSA's variant with the row maxima given (a.m_in); wg: the ws 16 group on wgmma (where the
-   build has sm_90a: elsewhere that variant runs attn_mma_rows) */
-static gmsa_fn_t gmsa_pick(int k, int cin, const int ws[3], int act, bool shifted, bool km, bool wg) {
+/* km: the reusing GMSA's variant with the row maxima given (a.m_in) */
+static gmsa_fn_t gmsa_pick(int k, int cin, const int ws[3], int act, bool shifted, bool km) {
     size_t sm;
     if (cin != 3 * k || !attn3_proj_pick(k, cin, ws, act, &sm)) return NULL;
-    if (act == ELAN_ACT_F16) return wg ? gmsa_entry<__half, true>(shifted, km) : gmsa_entry<__half, false>(shifted, km);
-    if (act == ELAN_ACT_BF16)
-        return wg ? gmsa_entry<__nv_bfloat16, true>(shifted, km) : gmsa_entry<__nv_bfloat16, false>(shifted, km);
+    if (act == ELAN_ACT_F16) return gmsa_entry<__half>(shifted, km);
+    if (act == ELAN_ACT_BF16) return gmsa_entry<__nv_bfloat16>(shifted, km);
     return NULL;
 }
 
@@ -2087,13 +1999,13 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
 }
 
 extern "C" int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act) {
-    return gmsa_pick(k, cin, ws, act, false, false, false) ? 0 : -1;
+    return gmsa_pick(k, cin, ws, act, false, false) ? 0 : -1;
 }
 
 extern "C" cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act) {
     cudaError_t e = elan_cuda_attn3_proj_prepare(k, cin, ws, act); /* the shifted blocks' first launch */
-    for (int v = 0; v < 8 && e == cudaSuccess; v++) {
-        gmsa_fn_t f = gmsa_pick(k, cin, ws, act, v & 1, (v >> 1) & 1, v >> 2);
+    for (int v = 0; v < 4 && e == cudaSuccess; v++) {
+        gmsa_fn_t f = gmsa_pick(k, cin, ws, act, v & 1, v >> 1);
         e = f ? cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GMSA_SMEM)
               : cudaErrorInvalidValue;
     }
@@ -2104,7 +2016,7 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
     const elan_cuda_attn_args *g = a->g;
     const int ws[3] = {g[0].ws, g[1].ws, g[2].ws};
     const bool shifted = g[0].shift != 0, km = g[0].m_in != NULL;
-    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted, km, a->wg != 0);
+    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted, km);
     if (!f || !a->wo || !aligned(a->wo, 8) || !a->bo || !a->x_out || !aligned(a->x_out, 16) || a->x_out == g[0].x ||
         g[0].n < 1 || g[0].Hp % ATTN_REGION || g[0].Wp % ATTN_REGION ||
         (long long)g[0].n * g[0].Hp * g[0].Wp > 0x7fffffffll)

@@ -276,29 +276,6 @@ __device__ __forceinline__ void elan_wgmma_m64n64k16<__nv_bfloat16>(float (&d)[8
 }
 #undef ELAN_WG_ASM
 #undef ELAN_WG_D32
-
-/* The attention's two shapes (gmsa.cu attn_wg_rows), fp16 operands only: S = Q K^T as m64n32k16 (B K-major: keys x
-   channels) and O += P V as m64n24k16 (B N-major, imm-trans-b = 1: V's rows are keys with their channels
-   contiguous). d[j][0..3] is the C/D fragment of n8 tile j as above. */
-static __device__ __forceinline__ void elan_wgmma_m64n32k16_f16(float (&d)[4][4], const unsigned a[4],
-                                                                unsigned long long desc_b, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,"
-                 "%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(acc));
-}
-static __device__ __forceinline__ void elan_wgmma_m64n24k16_f16_tb(float (&d)[3][4], const unsigned a[4],
-                                                                   unsigned long long desc_b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %17, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n24k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11}, "
-                 "{%12,%13,%14,%15}, %16, p, 1, 1, 1;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
-                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
-}
 #endif
 
 /* Hint: bring the 128-byte line holding p into L2 (no register, no wait). */
