@@ -284,7 +284,8 @@ static void test_half(void) {
        read at creation), so that the unfused path stays tested; and the non-default choices of the fused path:
        the residual stream in fp32 (ELANSR_CUDA_HALF_X=0), project_inp as its own kernel (ELANSR_CUDA_FUSED_ATTN=0),
        attention and project_out as two kernels in every block (ELANSR_CUDA_GMSA=split) or in shifted blocks only
-       (=unshifted), reusing GMSAs with their own running maximum (ELANSR_CUDA_ATTN_KM=0),
+       (=unshifted), the whole GMSA as a persistent kernel (ELANSR_CUDA_GMSA_PERSIST=1), reusing GMSAs with their
+       own running maximum (ELANSR_CUDA_ATTN_KM=0),
        the LFE's mma.sync path, which sm_90a builds take only when asked (ELANSR_CUDA_LFE_WG=0; the default
        kernel in builds without sm_90a), the fp32 tail after a conversion of the half stream instead of the tensor-core one
        (ELANSR_CUDA_TAIL=simt) */
@@ -306,6 +307,8 @@ static void test_half(void) {
                 {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_ATTN_KM", "0", "checkpoint, reusing GMSA's own max"},
                 {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_LFE_WG", "0", "checkpoint, LFE on mma.sync"},
                 {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_LFE_WG", "0", "checkpoint, LFE on mma.sync"},
+                {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_GMSA_PERSIST", "1", "checkpoint, persistent GMSA"},
+                {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_GMSA_PERSIST", "1", "checkpoint, persistent GMSA"},
                 {ELANSR_PRECISION_FP16, ELANSR_PRECISION_FP16, "ELANSR_CUDA_TAIL", "simt", "checkpoint, fp32 tail"},
                 {ELANSR_PRECISION_BF16, ELANSR_PRECISION_BF16, "ELANSR_CUDA_TAIL", "simt", "checkpoint, fp32 tail"}};
     for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {

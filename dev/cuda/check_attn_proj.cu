@@ -394,12 +394,12 @@ static long long check_x(const std::vector<T> &xo, const std::vector<T> &x, cons
 /* The whole GMSA: computing, then reusing (q from the computing run's q_out). Shifted: y (the ws 4 / 8 groups'
    scratch) in a guarded buffer. */
 template <typename T>
-static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted) {
+static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted, int persist) {
     const long long P = (long long)n * Hp * Wp;
     const size_t esz = sizeof(T);
     char tag[64];
-    snprintf(tag, sizeof tag, "%s n %d %3dx%-3d gmsa %s", act == ELAN_ACT_F16 ? "fp16" : "bf16", n, Wp, Hp,
-             shifted ? "sh" : "  ");
+    snprintf(tag, sizeof tag, "%s n %d %3dx%-3d gmsa %s%s", act == ELAN_ACT_F16 ? "fp16" : "bf16", n, Wp, Hp,
+             shifted ? "sh" : "  ", persist ? " persistent" : "");
     std::vector<T> x((size_t)P * C), w1(2 * C * C), w2(C * C), wo(C * C), xo((size_t)P * C), xu((size_t)P * C),
         xk((size_t)P * C);
     std::vector<float> b1(2 * C), b2(C), bo(C);
@@ -419,6 +419,7 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted) {
     make_args(gr.g, act, esz, dx, dw2, db2, (__half *)gq.p, 0, NULL, shifted ? gy.p : NULL, n, Hp, Wp, shifted, 1, 1,
               (float *)gm.p);
     gc.wo = gr.wo = dwo, gc.bo = gr.bo = dbo, gc.x_out = gr.x_out = gxo.p;
+    gc.persist = gr.persist = persist;
     int fails = 0;
     double me;
 
@@ -492,7 +493,7 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted) {
 /* 960 x 544: the whole GMSA against attn3 (project_inp fused) + pw (project_out, residual), x rotated over NB
    buffers, computing and reusing, alternated twice; unshifted or shifted blocks. */
 template <typename T>
-static void time_gmsa(int act, int shifted) {
+static void time_gmsa(int act, int shifted, int persist) {
     enum { NB = 3 };
     const int n = 1, Hp = 544, Wp = 960;
     const long long P = (long long)n * Hp * Wp;
@@ -522,6 +523,7 @@ static void time_gmsa(int act, int shifted) {
         make_args(go[i].g, act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 1); /* own maxima */
         gc[i].wo = gr[i].wo = go[i].wo = dwo, gc[i].bo = gr[i].bo = go[i].bo = dbo;
         gc[i].x_out = gr[i].x_out = go[i].x_out = dxo;
+        gc[i].persist = gr[i].persist = go[i].persist = persist;
         make_args(ac[i], act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, shifted, 1, 0);
         make_args(ar[i], act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 0);
     }
@@ -545,9 +547,10 @@ static void time_gmsa(int act, int shifted) {
             return e != cudaSuccess ? e : elan_cuda_pw(&pw, 0);
         });
         const double tp = median_ms([&] { return elan_cuda_pw(&pw, 0); });
-        printf("time %s %dx%d %s: gmsa computing %.3f ms, reusing %.3f ms (%.3f with its own maxima); attn3 + pw "
+        printf("time %s %dx%d %s%s: gmsa computing %.3f ms, reusing %.3f ms (%.3f with its own maxima); attn3 + pw "
                "computing %.3f, reusing %.3f (pw %.3f)\n",
-               act == ELAN_ACT_F16 ? "fp16" : "bf16", Wp, Hp, shifted ? "shifted" : "plain", tgc, tgr, tgo, tac, tar, tp);
+               act == ELAN_ACT_F16 ? "fp16" : "bf16", Wp, Hp, shifted ? "shifted" : "plain", persist ? " persistent" : "",
+               tgc, tgr, tgo, tac, tar, tp);
     }
     for (int i = 0; i < NB; i++) cudaFree(dx[i]);
     cudaFree(dw1), cudaFree(dw2), cudaFree(dwo), cudaFree(db1), cudaFree(db2), cudaFree(dbo), cudaFree(dy);
@@ -584,14 +587,22 @@ int main(void) {
         }
         CK(elan_cuda_gmsa_prepare(K, C, WS, act));
         CK(elan_cuda_pw_prepare(C, C, act));
-        for (int shifted = 0; shifted < 2; shifted++) {
-            fails += ai ? run_gmsa_case<__nv_bfloat16>(2, 32, 48, act, shifted) : run_gmsa_case<__half>(2, 32, 48, act, shifted);
-            fails += ai ? run_gmsa_case<__nv_bfloat16>(1, 64, 80, act, shifted) : run_gmsa_case<__half>(1, 64, 80, act, shifted);
-        }
-        for (int shifted = 0; shifted < 2; shifted++) {
-            if (ai) time_gmsa<__nv_bfloat16>(act, shifted);
-            else time_gmsa<__half>(act, shifted);
-        }
+        for (int persist = 0; persist < 2; persist++) /* one CTA per region, then the persistent kernel */
+            for (int shifted = 0; shifted < 2; shifted++) {
+                fails += ai ? run_gmsa_case<__nv_bfloat16>(2, 32, 48, act, shifted, persist)
+                            : run_gmsa_case<__half>(2, 32, 48, act, shifted, persist);
+                fails += ai ? run_gmsa_case<__nv_bfloat16>(1, 64, 80, act, shifted, persist)
+                            : run_gmsa_case<__half>(1, 64, 80, act, shifted, persist);
+                /* more regions than the persistent kernel has teams (a region per team and more, unequal counts) */
+                if (persist)
+                    fails += ai ? run_gmsa_case<__nv_bfloat16>(3, 160, 608, act, shifted, persist)
+                                : run_gmsa_case<__half>(3, 160, 608, act, shifted, persist);
+            }
+        for (int shifted = 0; shifted < 2; shifted++)
+            for (int persist = 0; persist < 2; persist++) {
+                if (ai) time_gmsa<__nv_bfloat16>(act, shifted, persist);
+                else time_gmsa<__half>(act, shifted, persist);
+            }
     }
     if (fails) printf("check_attn_proj: FAIL (%d failed)\n", fails);
     else printf("check_attn_proj: PASS\n");

@@ -157,6 +157,7 @@ typedef struct {
     int attn_km;                /* fused_attn: reusing GMSAs take the computing one's row maxima (gmsa.cu m_in) */
     int tail_tf32;              /* tf32: the tail on tf32 tensor cores (conv3x3.cu tail_tf32), the carried B added there */
     int lfe_wg;                 /* elan_cuda_lfe_args.wg: -1 (default: on), or 0 / 1 (ELANSR_CUDA_LFE_WG) */
+    int gmsa_persist;           /* elan_cuda_gmsa_args.persist: -1 (chosen by size), 0 / 1 (ELANSR_CUDA_GMSA_PERSIST) */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
                                    plan then has no fp32 x at all */
     int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
@@ -632,7 +633,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                     memcpy(ga.g, ats, sizeof ats);
                     for (int gi = 0; gi < 2; gi++) /* shifted: the ws 4 / 8 groups' y, planes as q */
                         ga.g[gi].y = act_at(be, pl->sA, gi * k * pl->P), ga.g[gi].y_stride = k;
-                    ga.wo = d->pout.w, ga.bo = d->pout.b, ga.x_out = pl->xh[cur ^ 1];
+                    ga.wo = d->pout.w, ga.bo = d->pout.b, ga.x_out = pl->xh[cur ^ 1], ga.persist = be->gmsa_persist;
                     LAUNCH(elan_cuda_gmsa(&ga, s), "gmsa");
                     cur ^= 1;
                     continue;
@@ -958,6 +959,10 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     /* the LFE's wgmma path (sm_90a builds): the default; ELANSR_CUDA_LFE_WG=0 keeps the mma.sync kernel */
     const char *lw = getenv("ELANSR_CUDA_LFE_WG");
     be->lfe_wg = lw && (lw[0] == '0' || lw[0] == '1') ? lw[0] - '0' : -1;
+    /* the whole GMSA as a persistent kernel (gmsa.cu gmsa_persist_kernel) at large sizes; ELANSR_CUDA_GMSA_PERSIST=0 /
+       1 never / always */
+    const char *gp = getenv("ELANSR_CUDA_GMSA_PERSIST");
+    be->gmsa_persist = gp && (gp[0] == '0' || gp[0] == '1') ? gp[0] - '0' : -1;
     /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */
     const char *tl = getenv("ELANSR_CUDA_TAIL");
     be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;

@@ -281,12 +281,16 @@ cudaError_t elan_cuda_attn3_proj_prepare(int k, int cin, const int ws[3], int ac
    C x C with C = cin = 3k, PyTorch layout), x_out not x. Unshifted blocks (every shift 0): one launch, y unused.
    Shifted blocks (shift ws / 2 in every group): two launches, the ws 4 and ws 8 groups' attention writing their y
    to g[0].y and g[1].y (scratch, as elan_cuda_attn3 would), then the rest. Supported for the shapes of
-   elan_cuda_attn3_proj_supported with cin = 3k, else -1; prepare raises the limits of every kernel involved. */
+   elan_cuda_attn3_proj_supported with cin = 3k, else -1; prepare raises the limits of every kernel involved.
+   persist: 1 for the persistent kernel (one CTA of two 256-thread teams per SM, constants staged once, each
+   region's x staged during the previous region), 0 for one CTA per region, -1 to choose (persistent where there
+   are at least 8 regions of 16 x 16 pixels per SM). */
 typedef struct {
     elan_cuda_attn_args g[3];
     const void *wo;
     const float *bo;
     void *x_out;
+    int persist;
 } elan_cuda_gmsa_args;
 int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act);
 cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act);
