@@ -37,7 +37,9 @@
    cur flips (gmsa.cu gmsa_kernel; y never leaves the chip). In shifted blocks (gmsa_shifted) they are the ws 4 / 8
    groups' attention (y of those groups into sA) and then the ws 16 group's with project_out and the residual,
    again xh[cur] -> xh[cur ^ 1]. ELANSR_CUDA_GMSA=split keeps attention + project_out (attn3 + pointwise) in every
-   block, =unshifted in shifted blocks only.
+   block, =unshifted in shifted blocks only. Where an image has at least 8 regions of 16 x 16 pixels per SM the
+   whole GMSA runs as a persistent kernel (gmsa.cu gmsa_persist_kernel; ELANSR_CUDA_GMSA_PERSIST=0 / 1: never /
+   always).
    The residual stream is xh itself (half_x: the LFE and project_out update xh, and the head writes no x);
    ELANSR_CUDA_HALF_X=0 keeps it in fp32 (4 bytes more per element and access). The tail then reads xh and hb
    itself and runs on tensor cores (tail_mma), and the plan has no fp32 x at all; ELANSR_CUDA_TAIL=simt (and a

@@ -7,7 +7,8 @@
    reshaped for ELAN's three groups in one launch (attn3_f32_kernel; the first kernel stays the per-group
    fallback and reference). In the half modes the GMSA of unshifted blocks is one kernel from project_inp to the
    residual (gmsa_kernel, with project_out: its section says why), that of shifted blocks two (attn3_kernel for the
-   ws 4 / 8 groups, then gmsa_kernel for the ws 16 group, project_out and the residual).
+   ws 4 / 8 groups, then gmsa_kernel for the ws 16 group, project_out and the residual); at large sizes
+   gmsa_persist_kernel runs gmsa_kernel's regions in a persistent CTA instead.
 
    Shape of the work (CUDA-core kernel): a window has T = ws^2 tokens (16, 64, 256) with k channels each (20 in ELAN-light). A
    block of 256 threads holds 256 tokens — 256/T whole windows — and each thread owns one token: it loads its
