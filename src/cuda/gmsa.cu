@@ -2114,17 +2114,14 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
     const int ws[3] = {g[0].ws, g[1].ws, g[2].ws};
     const bool shifted = g[0].shift != 0, km = g[0].m_in != NULL;
     /* the persistent kernel where every team gets several regions (a->persist < 0): H100, same lease, 4K (~7.7
-       regions per team) 7.02 / 7.05 -> 6.91 ms forward; at 1080p and below (<= 2 per team) 1-2.5% slower */
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-            sms < 1)
-            return cudaErrorInvalidValue;
-    }
+       regions per team) 7.02 / 7.05 -> 6.91 ms forward; at 1080p and below (<= 2 per team) 1-2.5% slower.
+       slots: its CTAs resident at once, one per SM (elan_resident_ctas, on the current device) */
     const long long nreg = (long long)(g[0].Wp / ATTN_REGION) * (g[0].Hp / ATTN_REGION) * g[0].n;
-    const bool persist = a->persist < 0 ? nreg >= 8ll * sms : a->persist != 0;
-    gmsa_fn_t f = gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted, km, persist);
+    gmsa_fn_t fp = a->persist ? gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted, km, true) : NULL;
+    long long slots = 0;
+    const bool persist = fp && elan_resident_ctas(fp, 2 * ATTN_TOK, GMSA_PSMEM, &slots) == cudaSuccess &&
+                         (a->persist > 0 || nreg >= 8 * slots);
+    gmsa_fn_t f = persist ? fp : gmsa_pick(g[0].k, g[0].cin, ws, g[0].act, shifted, km, false);
     if (!f || !a->wo || !aligned(a->wo, 8) || !a->bo || !a->x_out || !aligned(a->x_out, 16) || a->x_out == g[0].x ||
         g[0].n < 1 || g[0].Hp % ATTN_REGION || g[0].Wp % ATTN_REGION ||
         (long long)g[0].n * g[0].Hp * g[0].Wp > 0x7fffffffll)
@@ -2154,7 +2151,7 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
     if (persist) { /* one CTA of two teams per SM, at most one team per region */
         ga.nreg = (int)(grid.x * grid.y * grid.z);
         ga.pdl_from = 0;
-        const unsigned ctas = (unsigned)((ga.nreg + 1) / 2 < sms ? (ga.nreg + 1) / 2 : sms);
+        const unsigned ctas = (unsigned)((ga.nreg + 1) / 2 < slots ? (ga.nreg + 1) / 2 : slots);
         return elan_launch_pdl(f, dim3(ctas), dim3(2 * ATTN_TOK), GMSA_PSMEM, s, ga);
     }
     ga.nreg = 0;
