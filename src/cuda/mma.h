@@ -142,6 +142,26 @@ static __device__ __forceinline__ float elan_exp2(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
+/* 2^x on the FMA pipe, for the softmax's x <= 0 (x = s log2 e - max): x = n + f with n = round(x) (the magic-number
+   add: 1.5 * 2^23 + x leaves n in the low mantissa bits) and f in [-0.5, 0.5]; 2^f by a degree-4 polynomial
+   (a relative minimax fit, max relative error 2.7e-6 over [-0.5, 0.5] with fp32 Horner, against fp16's half ulp
+   of 2.4e-4), and n added into the exponent field. x is clamped to -126, where 2^x is far below fp16's smallest
+   denormal, so the exponent field stays >= 0; the result is then a tiny positive float that rounds to 0 in fp16.
+   9 instructions (FMNMX, 3 FADD, 4 FFMA, one shift-add), no MUFU: the attention issues a share of its
+   exponentials here so that the special-function unit (16 results per clock and SM) and the issue slots are
+   both busy (FlashAttention 4's split, on Hopper). */
+static __device__ __forceinline__ float elan_exp2_poly(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    x = fmaxf(x, -126.0f);
+    const float t = __fadd_rn(x, magic);
+    const float f = __fsub_rn(x, __fsub_rn(t, magic));
+    float p = fmaf(9.570101276e-03f, f, 5.591786280e-02f);
+    p = fmaf(p, f, 2.402474433e-01f);
+    p = fmaf(p, f, 6.931217909e-01f);
+    p = fmaf(p, f, 9.999992847e-01f);
+    return __int_as_float(__float_as_int(p) + (int)((unsigned)__float_as_int(t) << 23));
+}
+
 /* Two floats as two 16-bit values in one register (lo in the low half), round to nearest, in one cvt:
    elan_pack2_out rounds exactly as elan_from_f of cuda_common.h (fp16: +-inf and overflow saturate to +-65504,
    NaN stays NaN; bf16: plain rounding), elan_pack2_relu first clamps negatives to 0 (.relu; a NaN input gives
@@ -199,11 +219,35 @@ static __device__ __forceinline__ int elan_core_off(int n, int k, int R) {
    R rows of K elements at a stride of dst_stride, zero past rows / cols: dst[n][k] = src[n][k]. Each thread keeps
    8 loads in flight (CORE: in elan_core_off's layout instead, dst_stride unused): a plain strided loop stores
    every loaded value before its next load issues, so a CTA waits one L2 latency per element it stages (66 of
-   them per thread for an LFE's weights: ~25 us, most of a small image's LFE launch). */
+   them per thread for an LFE's weights: ~25 us, most of a small image's LFE launch). Where every run of 4
+   elements is whole on both sides (cols, K and the stride multiples of 4, src and dst 8-byte aligned: ELAN's
+   shapes), it moves 8-byte pieces instead, 4x fewer loads (an LFE's 16384 weights: 8 pieces per thread, one L2
+   latency), and 16-bit elements only otherwise. */
+#ifndef ELAN_STAGE_W16_VEC
+#define ELAN_STAGE_W16_VEC 1 /* 0: 16-bit elements only (the A/B of step 14) */
+#endif
 template <int THREADS, int K, bool CORE = false>
 static __device__ __forceinline__ void elan_stage_w16(unsigned short *dst, int dst_stride, const unsigned short *src,
                                                       int rows, int cols, int R) {
     constexpr int U = 8;
+    if (ELAN_STAGE_W16_VEC && K % 4 == 0 && cols % 4 == 0 && (CORE || dst_stride % 4 == 0) && ((size_t)src & 7) == 0 && ((size_t)dst & 7) == 0) {
+        constexpr int K4 = K / 4;
+        const int total4 = R * K4;
+        for (int e0 = (int)threadIdx.x; e0 < total4; e0 += U * THREADS) {
+            uint2 v[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int e = e0 + u * THREADS, n = e / K4, k = (e - n * K4) * 4;
+                v[u] = e < total4 && n < rows && k < cols ? __ldg((const uint2 *)(src + n * cols + k)) : make_uint2(0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int e = e0 + u * THREADS, n = e / K4, k = (e - n * K4) * 4;
+                if (e < total4) *(uint2 *)(dst + (CORE ? elan_core_off(n, k, R) : n * dst_stride + k)) = v[u];
+            }
+        }
+        return;
+    }
     const int total = R * K;
     for (int e0 = (int)threadIdx.x; e0 < total; e0 += U * THREADS) {
         unsigned short v[U];
