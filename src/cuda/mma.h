@@ -147,9 +147,9 @@ static __device__ __forceinline__ float elan_exp2(float x) {
    (a relative minimax fit, max relative error 2.7e-6 over [-0.5, 0.5] with fp32 Horner, against fp16's half ulp
    of 2.4e-4), and n added into the exponent field. x is clamped to -126, where 2^x is far below fp16's smallest
    denormal, so the exponent field stays >= 0; the result is then a tiny positive float that rounds to 0 in fp16.
-   9 instructions (FMNMX, 3 FADD, 4 FFMA, one shift-add), no MUFU: the attention issues a share of its
-   exponentials here so that the special-function unit (16 results per clock and SM) and the issue slots are
-   both busy (FlashAttention 4's split, on Hopper). */
+   9 instructions (FMNMX, 3 FADD, 4 FFMA, one shift-add), no MUFU: meant to take a share of the attention's
+   exponentials off the special-function unit (16 results per clock and SM), FlashAttention 4's split. On the
+   H100 that was slower (gmsa.cu ATTN_POLY, default 0): the loop is issue- and latency-bound, not MUFU-bound. */
 static __device__ __forceinline__ float elan_exp2_poly(float x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23 */
     x = fmaxf(x, -126.0f);
@@ -230,7 +230,8 @@ template <int THREADS, int K, bool CORE = false>
 static __device__ __forceinline__ void elan_stage_w16(unsigned short *dst, int dst_stride, const unsigned short *src,
                                                       int rows, int cols, int R) {
     constexpr int U = 8;
-    if (ELAN_STAGE_W16_VEC && K % 4 == 0 && cols % 4 == 0 && (CORE || dst_stride % 4 == 0) && ((size_t)src & 7) == 0 && ((size_t)dst & 7) == 0) {
+    const bool whole4 = K % 4 == 0 && cols % 4 == 0 && (CORE || dst_stride % 4 == 0);
+    if (ELAN_STAGE_W16_VEC && whole4 && ((size_t)src & 7) == 0 && ((size_t)dst & 7) == 0) {
         constexpr int K4 = K / 4;
         const int total4 = R * K4;
         for (int e0 = (int)threadIdx.x; e0 < total4; e0 += U * THREADS) {
