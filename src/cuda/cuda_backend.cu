@@ -893,6 +893,17 @@ extern "C" int elan_cuda_device_count(void) {
     return n;
 }
 
+/* The backend's switches (comparisons and A/Bs): env_off says whether NAME is set to something starting with '0';
+   env_tristate gives 0 or 1 for a value starting with that digit, -1 (the default choice) otherwise. */
+static int env_off(const char *name) {
+    const char *v = getenv(name);
+    return v && v[0] == '0';
+}
+static int env_tristate(const char *name) {
+    const char *v = getenv(name);
+    return v && (v[0] == '0' || v[0] == '1') ? v[0] - '0' : -1;
+}
+
 static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_params *p) {
     cudaDeviceProp prop;
     CU(cudaSetDevice(be->dev), "cudaSetDevice");
@@ -921,10 +932,10 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     memcpy(be->windows, m->windows, sizeof be->windows);
     be->width_s = be->C, be->width_t = be->C;
     /* The fused kernels exist for the half modes; ELANSR_CUDA_FUSED=0 keeps the unfused path (comparisons). */
-    const char *fz = getenv("ELANSR_CUDA_FUSED");
-    be->fused_lfe = be->fused_pw = be->act != ELAN_ACT_F32 && !(fz && fz[0] == '0');
+    const int unfused = env_off("ELANSR_CUDA_FUSED");
+    be->fused_lfe = be->fused_pw = be->act != ELAN_ACT_F32 && !unfused;
     /* tf32: the LFE's two ShiftConvs as shift_gemm.cu passes when compiled for the shapes (the same switch) */
-    be->shift_gemm = be->tf32 && !(fz && fz[0] == '0');
+    be->shift_gemm = be->tf32 && !unfused;
     be->blocks = (dblock *)calloc((size_t)m->n_blocks, sizeof(dblock));
     if (!be->blocks) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory", be->dev);
     for (int bi = 0; bi < m->n_blocks; bi++) {
@@ -944,11 +955,9 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     }
     /* The half residual stream, in both half modes (Set5 measured: fp16 32.4376, bf16 32.4368 against fp32
        32.4376; error statistics in docs/ACCURACY.md); ELANSR_CUDA_HALF_X=0 keeps x in fp32. */
-    const char *hx = getenv("ELANSR_CUDA_HALF_X");
-    be->half_x = be->fused_lfe && be->fused_pw && !(hx && hx[0] == '0');
+    be->half_x = be->fused_lfe && be->fused_pw && !env_off("ELANSR_CUDA_HALF_X");
     /* project_inp fused into the attention (ELANSR_CUDA_FUSED_ATTN=0 keeps the separate pointwise kernel) */
-    const char *fa = getenv("ELANSR_CUDA_FUSED_ATTN");
-    be->fused_attn = be->fused_pw && !(fa && fa[0] == '0') &&
+    be->fused_attn = be->fused_pw && !env_off("ELANSR_CUDA_FUSED_ATTN") &&
                      elan_cuda_attn3_proj_supported(be->k, be->C, m->windows, be->act) == 0;
     /* the whole GMSA of unshifted blocks in one kernel (ELANSR_CUDA_GMSA=split keeps attention + project_out) */
     const char *gs = getenv("ELANSR_CUDA_GMSA");
@@ -956,15 +965,12 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
                    elan_cuda_gmsa_supported(be->k, be->C, m->windows, be->act) == 0;
     be->gmsa_shifted = be->gmsa_one && !(gs && strcmp(gs, "unshifted") == 0);
     /* reusing GMSAs without a running maximum (ELANSR_CUDA_ATTN_KM=0 keeps it) */
-    const char *km = getenv("ELANSR_CUDA_ATTN_KM");
-    be->attn_km = be->fused_attn && !(km && km[0] == '0');
+    be->attn_km = be->fused_attn && !env_off("ELANSR_CUDA_ATTN_KM");
     /* the LFE's wgmma path (sm_90a builds): the default; ELANSR_CUDA_LFE_WG=0 keeps the mma.sync kernel */
-    const char *lw = getenv("ELANSR_CUDA_LFE_WG");
-    be->lfe_wg = lw && (lw[0] == '0' || lw[0] == '1') ? lw[0] - '0' : -1;
+    be->lfe_wg = env_tristate("ELANSR_CUDA_LFE_WG");
     /* the whole GMSA as a persistent kernel (gmsa.cu gmsa_persist_kernel) at large sizes; ELANSR_CUDA_GMSA_PERSIST=0 /
        1 never / always */
-    const char *gp = getenv("ELANSR_CUDA_GMSA_PERSIST");
-    be->gmsa_persist = gp && (gp[0] == '0' || gp[0] == '1') ? gp[0] - '0' : -1;
+    be->gmsa_persist = env_tristate("ELANSR_CUDA_GMSA_PERSIST");
     /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */
     const char *tl = getenv("ELANSR_CUDA_TAIL");
     be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;
@@ -1063,8 +1069,7 @@ extern "C" elansr_status elan_cuda_backend_create(const elan_model *m, const ela
     be->esz = be->act == ELAN_ACT_F32 ? 4 : 2;
     be->tf32 = p->precision == ELANSR_PRECISION_TF32;
     /* ELANSR_CUDA_GRAPHS=0 launches every forward eagerly (debugging, or comparing the two paths). */
-    const char *g = getenv("ELANSR_CUDA_GRAPHS");
-    be->use_graph = !(g && g[0] == '0');
+    be->use_graph = !env_off("ELANSR_CUDA_GRAPHS");
     st = create(be, m, p);
     if (st != ELANSR_OK) {
         cuda_destroy(&be->base);

@@ -311,14 +311,6 @@ struct attn_mma_shape {
 #ifndef GMSA_KB
 #define GMSA_KB 2
 #endif
-/* Exponentials of every 4 in the half attention's softmax that run as a polynomial on the FMA pipe instead of on
-   the special-function unit (attn_mma_step): 0 .. 4. Measured slower (H100, kernels alone at 960x544, fp16, same
-   lease: 1 of 4 made the computing whole GMSA 0.194 -> 0.201 ms and the reusing one 0.186 -> 0.192; 2 of 4 slower
-   still): the loop is not bound by the special-function unit but by its issue slots and the latency of its
-   dependent chain (mma, max, shuffles, exp2, cvt, mma), to which the polynomial adds 9 instructions. So 0. */
-#ifndef ATTN_POLY
-#define ATTN_POLY 0
-#endif
 
 /* One block of 16*KB keys (KB = 1 or 2) for one m16 tile: S = Q K^T, online softmax update of (m, o),
    o += P V. kf[kb] / vf[kb] are the fragments of keys 16kb .. 16kb + 15 of the block: kf[kb][s] for k16 step s
@@ -379,26 +371,22 @@ static __device__ __forceinline__ void attn_mma_step(const unsigned (&qa)[(KQ8 +
             }
         }
     }
-    /* P = 2^(s log2 e - m): fp32 exponent and ex2 on the special-function unit, rounded once to fp16 as the A
-       fragment of P V (one cvt per pair: P is in [0, 1], nothing to saturate). With ATTN_POLY > 0 that many of
-       every 4 exponentials (of the 4 per row and 16 keys) go to elan_exp2_poly on the FMA pipe instead, as
-       FlashAttention 4 balances the two units; measured slower here (ATTN_POLY above). (ex2.approx.f16x2 is no
-       cheaper on sm_90: it issues two MUFU.EX2.F16 and a PRMT, after rounding the exponent to fp16.) The row sums
-       come from the ones column of V. */
+    /* P = 2^(s log2 e - m): fp32 exponent and fp32 ex2 on the special-function unit, rounded once to fp16 as
+       the A fragment of P V (one cvt per pair: P is in [0, 1], nothing to saturate). (ex2.approx.f16x2 is no
+       cheaper on sm_90: it issues two MUFU.EX2.F16 and a PRMT, after rounding the exponent to fp16. A share of the
+       exponentials as a polynomial on the FMA pipe, FlashAttention 4's split, measured slower: the loop is bound
+       by its issue slots and dependent chain, not by MUFU; docs/PERFORMANCE.md step 14, code in 78a6396.) The row
+       sums come from the ones column of V. */
     unsigned pa[KB][4];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         m[h] = mn[h];
 #pragma unroll
         for (int kb = 0; kb < KB; kb++) {
-            float e[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const float x = fmaf(s[2 * kb + i / 2][2 * h + i % 2], L2E, -mn[h]);
-                e[i] = i >= 4 - ATTN_POLY ? elan_exp2_poly(x) : elan_exp2(x);
-            }
-            pa[kb][h] = elan_pack2_out<__half>(e[0], e[1]);
-            pa[kb][2 + h] = elan_pack2_out<__half>(e[2], e[3]);
+            pa[kb][h] = elan_pack2_out<__half>(elan_exp2(fmaf(s[2 * kb][2 * h], L2E, -mn[h])),
+                                           elan_exp2(fmaf(s[2 * kb][2 * h + 1], L2E, -mn[h])));
+            pa[kb][2 + h] = elan_pack2_out<__half>(elan_exp2(fmaf(s[2 * kb + 1][2 * h], L2E, -mn[h])),
+                                               elan_exp2(fmaf(s[2 * kb + 1][2 * h + 1], L2E, -mn[h])));
         }
     }
 #pragma unroll

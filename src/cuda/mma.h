@@ -142,26 +142,6 @@ static __device__ __forceinline__ float elan_exp2(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
-/* 2^x on the FMA pipe, for the softmax's x <= 0 (x = s log2 e - max): x = n + f with n = round(x) (the magic-number
-   add: 1.5 * 2^23 + x leaves n in the low mantissa bits) and f in [-0.5, 0.5]; 2^f by a degree-4 polynomial
-   (a relative minimax fit, max relative error 2.7e-6 over [-0.5, 0.5] with fp32 Horner, against fp16's half ulp
-   of 2.4e-4), and n added into the exponent field. x is clamped to -126, where 2^x is far below fp16's smallest
-   denormal, so the exponent field stays >= 0; the result is then a tiny positive float that rounds to 0 in fp16.
-   9 instructions (FMNMX, 3 FADD, 4 FFMA, one shift-add), no MUFU: meant to take a share of the attention's
-   exponentials off the special-function unit (16 results per clock and SM), FlashAttention 4's split. On the
-   H100 that was slower (gmsa.cu ATTN_POLY, default 0): the loop is issue- and latency-bound, not MUFU-bound. */
-static __device__ __forceinline__ float elan_exp2_poly(float x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    x = fmaxf(x, -126.0f);
-    const float t = __fadd_rn(x, magic);
-    const float f = __fsub_rn(x, __fsub_rn(t, magic));
-    float p = fmaf(9.570101276e-03f, f, 5.591786280e-02f);
-    p = fmaf(p, f, 2.402474433e-01f);
-    p = fmaf(p, f, 6.931217909e-01f);
-    p = fmaf(p, f, 9.999992847e-01f);
-    return __int_as_float(__float_as_int(p) + (int)((unsigned)__float_as_int(t) << 23));
-}
-
 /* Two floats as two 16-bit values in one register (lo in the low half), round to nearest, in one cvt:
    elan_pack2_out rounds exactly as elan_from_f of cuda_common.h (fp16: +-inf and overflow saturate to +-65504,
    NaN stays NaN; bf16: plain rounding), elan_pack2_relu first clamps negatives to 0 (.relu; a NaN input gives
@@ -223,15 +203,12 @@ static __device__ __forceinline__ int elan_core_off(int n, int k, int R) {
    elements is whole on both sides (cols, K and the stride multiples of 4, src and dst 8-byte aligned: ELAN's
    shapes), it moves 8-byte pieces instead, 4x fewer loads (an LFE's 16384 weights: 8 pieces per thread, one L2
    latency), and 16-bit elements only otherwise. */
-#ifndef ELAN_STAGE_W16_VEC
-#define ELAN_STAGE_W16_VEC 1 /* 0: 16-bit elements only (the A/B of step 14) */
-#endif
 template <int THREADS, int K, bool CORE = false>
 static __device__ __forceinline__ void elan_stage_w16(unsigned short *dst, int dst_stride, const unsigned short *src,
                                                       int rows, int cols, int R) {
     constexpr int U = 8;
     const bool whole4 = K % 4 == 0 && cols % 4 == 0 && (CORE || dst_stride % 4 == 0);
-    if (ELAN_STAGE_W16_VEC && whole4 && ((size_t)src & 7) == 0 && ((size_t)dst & 7) == 0) {
+    if (whole4 && ((size_t)src & 7) == 0 && ((size_t)dst & 7) == 0) {
         constexpr int K4 = K / 4;
         const int total4 = R * K4;
         for (int e0 = (int)threadIdx.x; e0 < total4; e0 += U * THREADS) {
