@@ -420,6 +420,7 @@ static int run_gmsa_case(int n, int Hp, int Wp, int act, int shifted, int persis
               (float *)gm.p);
     gc.wo = gr.wo = dwo, gc.bo = gr.bo = dbo, gc.x_out = gr.x_out = gxo.p;
     gc.persist = gr.persist = persist;
+    gc.rev = 0, gr.rev = 1; /* the reusing GMSA sweeps the regions the other way (the same results) */
     int fails = 0;
     double me;
 
@@ -524,6 +525,7 @@ static void time_gmsa(int act, int shifted, int persist) {
         gc[i].wo = gr[i].wo = go[i].wo = dwo, gc[i].bo = gr[i].bo = go[i].bo = dbo;
         gc[i].x_out = gr[i].x_out = go[i].x_out = dxo;
         gc[i].persist = gr[i].persist = go[i].persist = persist;
+        gc[i].rev = gr[i].rev = go[i].rev = 0;
         make_args(ac[i], act, esz, dx[i], dw1, db1, dq, 1, NULL, dy, n, Hp, Wp, shifted, 1, 0);
         make_args(ar[i], act, esz, dx[i], dw2, db2, dq, 0, NULL, dy, n, Hp, Wp, shifted, 1, 0);
     }

@@ -160,6 +160,9 @@ typedef struct {
     int tail_tf32;              /* tf32: the tail on tf32 tensor cores (conv3x3.cu tail_tf32), the carried B added there */
     int lfe_wg;                 /* elan_cuda_lfe_args.wg: -1 (default: on), or 0 / 1 (ELANSR_CUDA_LFE_WG) */
     int gmsa_persist;           /* elan_cuda_gmsa_args.persist: -1 (chosen by size), 0 / 1 (ELANSR_CUDA_GMSA_PERSIST) */
+    int sweep_alt;              /* fused LFE and whole GMSA: each launch sweeps the image the other way from the
+                                   one before (elan_cuda_gmsa_args.rev); ELANSR_CUDA_SWEEP=0 keeps every sweep
+                                   top-down */
     int tail_mma;               /* half_x: the tail on tensor cores straight from xh (conv3x3.cu tail_mma); the
                                    plan then has no fp32 x at all */
     int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
@@ -561,6 +564,7 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
     elan_cuda_pw_args pw;
     memset(&pw, 0, sizeof pw);
     pw.act = be->act, pw.P = pl->P;
+    int rev = 0; /* the direction of the next launch's sweep (sweep_alt): it starts where the last one ended */
     for (bi = 0; bi < be->n_blocks; bi++) {
         const dblock *b = &be->blocks[bi];
         const float *q_bias = NULL; /* project_inp bias of the block's computing GMSA, whose output g holds
@@ -573,7 +577,8 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 la.xh_in = pl->xh[cur], la.x = be->half_x ? NULL : pl->x, la.xh_out = pl->xh[cur ^ 1];
                 la.w0 = d->c0.w, la.b0 = d->c0.b, la.tap0 = d->tap0, la.w1 = d->c1.w, la.b1 = d->c1.b, la.tap1 = d->tap1;
                 la.act = be->act, la.C = C, la.e = d->c0.cout, la.n = pl->n, la.Hp = pl->Hp, la.Wp = pl->Wp;
-                la.wg = be->lfe_wg;
+                la.wg = be->lfe_wg, la.rev = rev;
+                rev ^= be->sweep_alt;
                 LAUNCH(elan_cuda_lfe_fused(&la, s), "fused lfe");
                 cur ^= 1;
             } else if (be->shift_gemm && d->quads0 && d->quads1) {
@@ -636,6 +641,8 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                     for (int gi = 0; gi < 2; gi++) /* shifted: the ws 4 / 8 groups' y, planes as q */
                         ga.g[gi].y = act_at(be, pl->sA, gi * k * pl->P), ga.g[gi].y_stride = k;
                     ga.wo = d->pout.w, ga.bo = d->pout.b, ga.x_out = pl->xh[cur ^ 1], ga.persist = be->gmsa_persist;
+                    ga.rev = rev; /* shifted blocks: two launches, the second sweeping back (elan_cuda_gmsa) */
+                    if (!b->shifted) rev ^= be->sweep_alt;
                     LAUNCH(elan_cuda_gmsa(&ga, s), "gmsa");
                     cur ^= 1;
                     continue;
@@ -971,6 +978,7 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     /* the whole GMSA as a persistent kernel (gmsa.cu gmsa_persist_kernel) at large sizes; ELANSR_CUDA_GMSA_PERSIST=0 /
        1 never / always */
     be->gmsa_persist = env_tristate("ELANSR_CUDA_GMSA_PERSIST");
+    be->sweep_alt = !env_off("ELANSR_CUDA_SWEEP");
     /* the tail on tensor cores from xh (ELANSR_CUDA_TAIL=simt keeps the fp32 tail after a conversion of xh) */
     const char *tl = getenv("ELANSR_CUDA_TAIL");
     be->tail_mma = be->half_x && !(tl && strcmp(tl, "simt") == 0) && elan_cuda_tail_mma_supported(be->C, be->scale) == 0;

@@ -135,6 +135,8 @@ typedef struct {
     int C, e;
     int n, Hp, Wp;              /* P = n*Hp*Wp; Hp, Wp multiples of 16 */
     int wg;                     /* the wgmma path (sm_90a builds, xh_out 16-byte aligned): 0 off, else on */
+    int rev;                    /* sweep: 0 takes the tiles from the first image's top row down, else from the
+                                   last image's bottom row up (the same results; see elan_cuda_gmsa_args.rev) */
 } elan_cuda_lfe_args;
 
 /* ---- pointwise.cu (fp16 / bf16 only) ---- */
@@ -291,6 +293,11 @@ typedef struct {
     const float *bo;
     void *x_out;
     int persist;
+    /* sweep: 0 takes the regions from the first image's top row down, else from the last image's bottom row up
+       (the same results). Shifted blocks' second launch sweeps the other way from their first, so it starts
+       where that one ended. Why: at 4K a tensor of the residual stream (62 MB) is larger than the L2, and a
+       kernel that starts where the previous one ended finds the last-written part of its input still there. */
+    int rev;
 } elan_cuda_gmsa_args;
 int elan_cuda_gmsa_supported(int k, int cin, const int ws[3], int act);
 cudaError_t elan_cuda_gmsa_prepare(int k, int cin, const int ws[3], int act);

@@ -911,12 +911,15 @@ typedef struct {
     elan_cuda_attn_args g[3];
     unsigned pdl_from; /* CTAs from this linear index on (the last wave) trigger the next kernel's launch */
     int ng;            /* attn3_kernel: groups launched, 3, or 2 (ws 4 and 8 only: the shifted whole GMSA) */
+    int rev;           /* regions in reverse order (elan_cuda_gmsa_args.rev) */
 } attn3_args;
 
 template <int KQ8, int NV, typename T, bool PROJ = false, bool KM = false>
 static __global__ void __launch_bounds__(ATTN_TOK, ATTN_MIN_CTAS) attn3_kernel(attn3_args a, int vec4) {
     const unsigned bx = blockIdx.x;
-    const int gi = a.ng == 2 ? bx & 1 : bx % 3, rx = a.ng == 2 ? bx >> 1 : bx / 3, ry = blockIdx.y, img = blockIdx.z;
+    const int gi = a.ng == 2 ? bx & 1 : bx % 3;
+    int rx = a.ng == 2 ? bx >> 1 : bx / 3, ry = blockIdx.y, img = blockIdx.z;
+    if (a.rev) rx = gridDim.x / a.ng - 1 - rx, ry = gridDim.y - 1 - ry, img = gridDim.z - 1 - img;
     /* programmatic dependent launch (cuda_common.h): the CTAs of the last wave let the next kernel launch */
     if (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z) >= a.pdl_from) elan_pdl_trigger();
     if (!PROJ) elan_pdl_wait(); /* attn_project waits after staging its weights */
@@ -1054,6 +1057,7 @@ typedef struct {
     void *x_out;
     unsigned pdl_from;
     int nreg; /* gmsa_persist_kernel: regions (grid of gmsa_kernel: x * y * z) */
+    int rev;  /* regions in reverse order (elan_cuda_gmsa_args.rev) */
 } gmsa_args;
 typedef void (*gmsa_fn_t)(gmsa_args);
 
@@ -1146,10 +1150,12 @@ static __device__ __forceinline__ void gmsa_load_y(const elan_cuda_attn_args &a,
 }
 
 /* Pixel of token tid of region (rx, ry) of image img: unshifted, the window-major order above; SHIFT, the ws 16
-   window (rx, ry) of the image rolled by a.g[2].shift, raster order. */
+   window (rx, ry) of the image rolled by a.g[2].shift, raster order. With a.rev the region is the one as far from
+   the last as (rx, ry, img) is from the first. */
 template <bool SHIFT>
 static __device__ __forceinline__ int gmsa_pixel(const gmsa_args &a, int tid, int rx, int ry, int img) {
     const elan_cuda_attn_args &a0 = a.g[0];
+    if (a.rev) rx = a0.Wp / ATTN_REGION - 1 - rx, ry = a0.Hp / ATTN_REGION - 1 - ry, img = a0.n - 1 - img;
     if (SHIFT) {
         int py = ry * 16 + (tid >> 4) + a.g[2].shift, px = rx * 16 + (tid & 15) + a.g[2].shift;
         if (py >= a0.Hp) py -= a0.Hp;
@@ -2045,6 +2051,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
             attn3_fn ff = attn_f32_fits(a) ? attn3_f32_pick(a[0].k, ws, &smem) : NULL;
             if (ff) {
                 attn3_args g;
+                g.rev = 0;
                 g.ng = 3;
                 vec4 = 1;
                 for (int i = 0; i < 3; i++) {
@@ -2066,6 +2073,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
             return cudaSuccess;
         }
         attn3_args g;
+        g.rev = 0;
         g.ng = 3;
         for (int i = 0; i < 3; i++) g.g[i] = a[i];
         g.pdl_from = 0xffffffffu; /* unused: launched without programmatic dependent launch */
@@ -2078,6 +2086,7 @@ extern "C" cudaError_t elan_cuda_attn3(const elan_cuda_attn_args a[3], cudaStrea
                       : attn3_pick(a[0].k, ws, a[0].act, &smem);
     if (!f) return cudaErrorInvalidValue;
     attn3_args g;
+    g.rev = 0;
     g.ng = 3;
     int vec4 = 1;
     for (int i = 0; i < 3; i++) {
@@ -2137,6 +2146,7 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
         ga.g[i] = g[i];
     }
     ga.wo = a->wo, ga.bo = a->bo, ga.x_out = a->x_out;
+    ga.rev = shifted ? !a->rev : a->rev != 0; /* shifted: back over the regions the first launch ended on */
     const dim3 grid(g[0].Wp / ATTN_REGION, g[0].Hp / ATTN_REGION, g[0].n);
     if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
     if (shifted) { /* first the ws 4 and ws 8 groups' attention, their y into g[0].y, g[1].y (gmsa.cu, SHIFT) */
@@ -2147,7 +2157,7 @@ extern "C" cudaError_t elan_cuda_gmsa(const elan_cuda_gmsa_args *a, cudaStream_t
             if (i < 2 && !attn_proj_y_ok(g[i])) return cudaErrorInvalidValue;
             g3.g[i] = g[i];
         }
-        g3.ng = 2;
+        g3.ng = 2, g3.rev = a->rev;
         const cudaError_t e = attn3_launch(f3, g3, sm, 1, s);
         if (e != cudaSuccess) return e;
     }

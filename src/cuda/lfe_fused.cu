@@ -175,6 +175,13 @@ static __device__ __forceinline__ lfe_tile lfe_tile_next(lfe_tile tl, lfe_tile s
     return tl;
 }
 
+/* The tile the sweep visits in tl's place: tl itself, or (rev) its point reflection through the middle of the n
+   images, so that the sweep runs from the last image's bottom row up (elan_cuda_lfe_args.rev). */
+static __device__ __forceinline__ lfe_tile lfe_sweep(lfe_tile tl, int rev, int n, int Hp, int Wp) {
+    if (rev) tl.img = n - 1 - tl.img, tl.y0 = Hp - LFE_TH - tl.y0, tl.x0 = Wp - LFE_TW - tl.x0;
+    return tl;
+}
+
 /* Whether hidden pixel q (row-major in the 10 x 18 hidden tile) of tile tl lies inside the padded image. */
 template <int C, int E>
 static __device__ __forceinline__ bool lfe_hidden_in(lfe_tile tl, int q, int Hp, int Wp) {
@@ -454,13 +461,14 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
     /* GEMM2's B by ldmatrix x4, matrices (n8 tile 2np, k lo), (2np, k hi), (2np + 1, k lo), (2np + 1, k hi) */
     const int bo1 = ((lane >> 4) * 8 + (lane & 7)) * S::HS + ((lane >> 3) & 1) * 8;
 
-    lfe_tile tl = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
+    lfe_tile tq = lfe_tile_at(blockIdx.x, tiles_x, tiles_img); /* in sweep order; tl, nx: where they lie */
     const lfe_tile step = lfe_tile_at(gridDim.x, tiles_x, tiles_img);
 #pragma unroll 1
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
         const bool more = tile + (int)gridDim.x < ntiles;
         if (!more) elan_pdl_trigger(); /* the last tile: the next kernel may start placing its CTAs */
-        const lfe_tile nx = more ? lfe_tile_next(tl, step, Hp, Wp) : tl; /* the next tile */
+        const lfe_tile nq = more ? lfe_tile_next(tq, step, Hp, Wp) : tq;
+        const lfe_tile tl = lfe_sweep(tq, a.rev, a.n, Hp, Wp), nx = lfe_sweep(nq, a.rev, a.n, Hp, Wp); /* the next tile */
         elan_cp_async_wait_all();
         __syncthreads(); /* S0 of this tile (and, the first time, weights and tables) visible; GEMM2 of the last
                             tile is done with H */
@@ -647,7 +655,7 @@ static __device__ __forceinline__ void lfe_loop_runs(const elan_cuda_lfe_args &a
                     }
                 }
         }
-        tl = nx;
+        tq = nq;
     }
 }
 
@@ -675,7 +683,7 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
 
 #pragma unroll 1
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-        const lfe_tile tl = lfe_tile_at(tile, tiles_x, tiles_img);
+        const lfe_tile tl = lfe_sweep(lfe_tile_at(tile, tiles_x, tiles_img), a.rev, a.n, Hp, Wp);
         if (tile + (int)gridDim.x >= ntiles) elan_pdl_trigger();
         elan_cp_async_wait_all();
         __syncthreads(); /* X of this tile (and, the first time, the weights) visible; GEMM2 of the last tile
@@ -730,7 +738,8 @@ static __device__ __forceinline__ void lfe_loop_generic(const elan_cuda_lfe_args
         __syncthreads(); /* H complete; X free */
 
         if (tile + (int)gridDim.x < ntiles)
-            lfe_stage<C, E>(xh, xs, lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), Hp, Wp);
+            lfe_stage<C, E>(xh, xs, lfe_sweep(lfe_tile_at(tile + gridDim.x, tiles_x, tiles_img), a.rev, a.n, Hp, Wp), Hp,
+                            Wp);
 
         /* ---- GEMM2 + epilogue: tile row `warp`, pixels x0+g and x0+g+8 ---- */
         {
@@ -892,7 +901,7 @@ static __global__ void __launch_bounds__(LFE_THREADS, 2) lfe_fused_kernel(elan_c
     /* the input: from here on the previous kernel has completed (programmatic dependent launch) */
     elan_pdl_wait();
     const unsigned short *xh = (const unsigned short *)a.xh_in;
-    const lfe_tile first = lfe_tile_at(blockIdx.x, tiles_x, tiles_img);
+    const lfe_tile first = lfe_sweep(lfe_tile_at(blockIdx.x, tiles_x, tiles_img), a.rev, a.n, Hp, Wp);
     const lfe_piece lp = lfe_lane_piece<C, E>(d0);
     if (runs)
         lfe_stage_runs<C, E>(xh, xs, lp, first, Hp, Wp);
