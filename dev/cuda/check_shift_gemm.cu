@@ -39,7 +39,8 @@
     } while (0)
 
 /* One case; returns 1 on failure. */
-static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bias, int use_bias, int rnd, int time_it) {
+static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bias, int use_bias, int rnd, int time_it,
+                    int simt = 0) {
     const long long P = (long long)n * Hp * Wp;
     const bool big = P > 100000;
 
@@ -90,6 +91,7 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
     a.K = K, a.N = N;
     a.n = n, a.Hp = Hp, a.Wp = Wp;
     a.out_tf32 = rnd && mode == 0, a.in_tf32 = rnd && mode == 1;
+    a.simt = simt; /* fp32 on CUDA cores: the reference below rounds nothing */
     CKF(elan_cuda_shift_gemm_prepare(K, N));
     CKF(elan_cuda_shift_gemm(&a, 0));
     CKF(cudaDeviceSynchronize());
@@ -100,9 +102,9 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
     char what[160];
     snprintf(what, sizeof what, "n=%d %dx%d K=%d N=%d mode %d in_bias %s bias %s%s", n, Hp, Wp, K, N, mode,
              use_in_bias ? "yes" : "NULL", a.bias ? "yes" : "NULL",
-             a.out_tf32 ? " out_tf32" : a.in_tf32 ? " in_tf32 (cp.async)" : "");
+             a.out_tf32 ? " out_tf32" : a.in_tf32 ? " in_tf32 (cp.async)" : simt ? " simt (fp32)" : "");
     std::vector<double> wt((size_t)N * K);
-    for (size_t i = 0; i < wt.size(); i++) wt[i] = round_tf32(h_w[i]);
+    for (size_t i = 0; i < wt.size(); i++) wt[i] = simt ? (double)h_w[i] : round_tf32(h_w[i]);
     std::vector<double> s(K);
     long long bad = 0, nan = 0, checked = 0;
     double maxerr = 0.0, worst = 0.0;
@@ -120,7 +122,7 @@ static int run_case(int n, int Hp, int Wp, int K, int N, int mode, int use_in_bi
             const long long q = ((long long)img * Hp + sy) * Wp + sx;
             float v = h_in[(size_t)q * K + k];
             if (use_in_bias) v = v + h_inb[k];
-            s[k] = round_tf32(v);
+            s[k] = simt ? (double)v : round_tf32(v);
         }
         for (int j = 0; j < N; j++) {
             double r = 0.0, S = 0.0;
@@ -203,6 +205,25 @@ int main(void) {
     failures += run_case(2, 16, 32, 60, 120, 0, 0, 1, 1, 0);
     failures += run_case(3, 48, 16, 120, 60, 1, 0, 0, 1, 0);
     unsetenv("ELANSR_CUDA_SHIFT_GEMM");
+    if (getenv("CHECK_SIMT_TIMED")) { /* the simt kernels' timed cases only */
+        failures += run_case(1, 544, 960, 60, 120, 0, 1, 1, 0, 1, 1);
+        failures += run_case(1, 544, 960, 120, 60, 1, 0, 0, 0, 1, 1);
+        printf(failures ? "check_shift_gemm: FAILED\n" : "check_shift_gemm: all ok\n");
+        return failures ? 1 : 0;
+    }
+    /* fp32 on CUDA cores (simt): both convs, with and without the biases, tiles across rows and images */
+    failures += run_case(1, 32, 48, 60, 120, 0, 1, 1, 0, 0, 1);
+    failures += run_case(2, 16, 32, 60, 120, 0, 0, 1, 0, 0, 1);
+    failures += run_case(1, 32, 48, 120, 60, 1, 1, 0, 0, 0, 1);
+    failures += run_case(2, 16, 32, 120, 60, 1, 0, 1, 0, 0, 1);
+    failures += run_case(3, 48, 16, 120, 60, 1, 0, 0, 0, 0, 1);
+    setenv("ELANSR_CUDA_SHIFT_GEMM", "regs", 1); /* and the register-staged simt kernels */
+    failures += run_case(1, 32, 48, 60, 120, 0, 1, 1, 0, 0, 1);
+    failures += run_case(3, 48, 16, 120, 60, 1, 0, 0, 0, 0, 1);
+    unsetenv("ELANSR_CUDA_SHIFT_GEMM");
+    failures += run_case(1, 544, 960, 60, 120, 0, 1, 1, 0, 1, 1);
+    failures += run_case(1, 544, 960, 120, 60, 1, 1, 0, 0, 1, 1);
+    failures += run_case(1, 544, 960, 120, 60, 1, 0, 0, 0, 1, 1); /* no in_bias: as the forward runs it */
     failures += run_case(1, 544, 960, 60, 120, 0, 1, 1, 0, 1);
     failures += run_case(1, 544, 960, 60, 120, 0, 1, 1, 1, 1);
     failures += run_case(1, 544, 960, 120, 60, 1, 1, 0, 0, 1);

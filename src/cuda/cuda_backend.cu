@@ -16,7 +16,8 @@
      tail                      x + hb -> out (NCHW, cropped)           conv3x3.cu
    In tf32 each LFE is two passes instead (shift_gemm.cu), with no sA: shift(x + B) and c0 with bias and ReLU
    -> t (rounded to tf32, so the second pass copies it as is); shift(t) and c1 into x. The attention and the tail
-   run on tf32 tensor cores too (gmsa.cu, conv3x3.cu).
+   run on tf32 tensor cores too (gmsa.cu, conv3x3.cu). In fp32 the LFE is the same two passes on CUDA cores
+   (shift_gemm.cu simt, nothing rounded; ELANSR_CUDA_SIMT_LFE=0 keeps the shifts and cuBLAS GEMMs).
    The biases of c1 and project_out are carried, not added: x holds the residual stream minus B, the sum of
    those biases so far (a per-channel vector), and each reader of x adds B itself: the first shift while it
    gathers, project_inp through its bias (Win (x - B) + bin + Win B; the attention adds that bias on load
@@ -168,7 +169,7 @@ typedef struct {
     int carry_bias;             /* fp32 / tf32: x holds the residual stream minus the c1 and project_out biases
                                    so far, which its readers add (enqueue_forward) */
     int tf32;                   /* precision TF32: the attention (gmsa.cu) and the LFE (shift_gemm.cu) on tf32 tensor cores */
-    int shift_gemm;             /* precision TF32: each ShiftConv of LFE as one shift_gemm.cu pass (no sA) */
+    int shift_gemm;             /* fp32 / tf32: each ShiftConv of LFE as one shift_gemm.cu pass (no sA; fp32 on CUDA cores) */
     dblock *blocks;
     const float *sub_mean, *head_w, *head_b, *tail_w, *tail_b;
     const void *tail_wh;        /* tail_mma: fp16 copy of tail_w (elan_cuda_tail_mma_weights' layout) */
@@ -582,15 +583,17 @@ static elansr_status enqueue_forward(cuda_backend *be, const float *d_in, float 
                 LAUNCH(elan_cuda_lfe_fused(&la, s), "fused lfe");
                 cur ^= 1;
             } else if (be->shift_gemm && d->quads0 && d->quads1) {
-                /* tf32: shift(x + B) and conv 0 with bias and ReLU -> t; shift(t) and conv 1 into x (b1 carried) */
+                /* tf32 / fp32: shift(x + B) and conv 0 with bias and ReLU -> t; shift(t) and conv 1 into x (b1
+                   carried); fp32 on CUDA cores (simt) */
                 elan_cuda_shift_gemm_args sg;
                 sg.in = pl->x, sg.tap = d->tap0, sg.in_bias = d->x_bias, sg.w = (const float *)d->c0.w, sg.bias = d->c0.b;
                 sg.out = (float *)pl->t, sg.mode = 0, sg.K = C, sg.N = d->c0.cout, sg.n = pl->n, sg.Hp = pl->Hp, sg.Wp = pl->Wp;
-                sg.out_tf32 = 1, sg.in_tf32 = 0; /* t leaves rounded to tf32, as the second pass would round it */
+                sg.simt = !be->tf32;
+                sg.out_tf32 = be->tf32, sg.in_tf32 = 0; /* t leaves rounded to tf32, as the second pass would round it */
                 LAUNCH(elan_cuda_shift_gemm(&sg, s), "lfe shift+conv 0");
                 sg.in = (const float *)pl->t, sg.tap = d->tap1, sg.in_bias = NULL, sg.w = (const float *)d->c1.w, sg.bias = NULL;
                 sg.out = pl->x, sg.mode = 1, sg.K = d->c0.cout, sg.N = C;
-                sg.out_tf32 = 0, sg.in_tf32 = 1; /* so it can be copied into shared memory as is (cp.async) */
+                sg.out_tf32 = 0, sg.in_tf32 = be->tf32; /* so it can be copied into shared memory as is (cp.async) */
                 LAUNCH(elan_cuda_shift_gemm(&sg, s), "lfe shift+conv 1");
             } else {
                 /* x_bias: the carried B (fp32 / tf32), else NULL */
@@ -941,8 +944,9 @@ static elansr_status create(cuda_backend *be, const elan_model *m, const elansr_
     /* The fused kernels exist for the half modes; ELANSR_CUDA_FUSED=0 keeps the unfused path (comparisons). */
     const int unfused = env_off("ELANSR_CUDA_FUSED");
     be->fused_lfe = be->fused_pw = be->act != ELAN_ACT_F32 && !unfused;
-    /* tf32: the LFE's two ShiftConvs as shift_gemm.cu passes when compiled for the shapes (the same switch) */
-    be->shift_gemm = be->tf32 && !unfused;
+    /* tf32 and fp32: the LFE's two ShiftConvs as shift_gemm.cu passes when compiled for the shapes (the same
+       switch; fp32 on CUDA cores, ELANSR_CUDA_SIMT_LFE=0 keeps shifts + cuBLAS there) */
+    be->shift_gemm = be->act == ELAN_ACT_F32 && !unfused && (be->tf32 || !env_off("ELANSR_CUDA_SIMT_LFE"));
     be->blocks = (dblock *)calloc((size_t)m->n_blocks, sizeof(dblock));
     if (!be->blocks) return elansr_fail(ELANSR_ERR_NOMEM, "GPU %d: out of host memory", be->dev);
     for (int bi = 0; bi < m->n_blocks; bi++) {

@@ -95,7 +95,7 @@ typedef struct {
      s[p][k]   = in[p + d(tap[k])][k] + in_bias[k]     (0 outside the padded Hp x Wp image; in_bias may be NULL)
      mode 0:   out[p][j] = relu(bias[j] + sum_k w[j][k] s[p][k])        (LFE's first conv: out = t)
      mode 1:   out[p][j] += sum_k w[j][k] s[p][k] (+ bias[j] if not NULL) (LFE's second conv: out = x, in place)
-   with d(tap) = (tap / 3 - 1, tap % 3 - 1), s and w rounded to tf32, fp32 accumulation. in, out: P x K and P x N
+   with d(tap) = (tap / 3 - 1, tap % 3 - 1), s and w rounded to tf32 (unless simt), fp32 accumulation. in, out: P x K and P x N
    NHWC, 16-byte aligned; w: [N][K] (PyTorch layout). The taps must be constant over aligned runs of 4 channels
    (ELAN's are). out must not alias in. */
 typedef struct {
@@ -110,6 +110,8 @@ typedef struct {
     int n, Hp, Wp;
     int out_tf32;               /* mode 0: round out to tf32 (so that the next pass may take it as is) */
     int in_tf32;                /* in holds tf32 values already (and in_bias is NULL): staged by cp.async */
+    int simt;                   /* fp32 on CUDA cores instead (precision fp32): nothing rounded to tf32; out_tf32
+                                   and in_tf32 must be 0 */
 } elan_cuda_shift_gemm_args;
 
 /* ---- lfe_fused.cu (fp16 / bf16 only) ---- */

@@ -341,6 +341,213 @@ static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_async_kern
     }
 }
 
+/* ---- fp32 on CUDA cores (precision fp32, a.simt): the same pass without tensor cores ----
+
+   Why: precision fp32 ran each LFE as two shift passes and two SIMT cuBLAS GEMMs (878 us per LFE at 960x540 on
+   the H100: the GEMMs at ~36% of the fp32 FMA peak, K = 60 and 120 being short, and the shifted copies sA written
+   and read back). Here, as in the tf32 kernels above, the shift is applied while the tile is gathered and the
+   first conv's bias and ReLU in its epilogue; the products are fp32 fma with nothing rounded.
+
+   Shape: tiles of 128 pixels as above, gathered by sg_load (+ in_bias, unrounded) into sS [128][SS] (k
+   contiguous; SS = KP + 4 words, so that the rows a warp reads at once sit in different bank quads), and the
+   weights transposed once into sWt [K][NP] (n contiguous, N zero-padded to NP = 8 TX). Thread (ty, tx) = (tid /
+   TX, tid % TX) owns the PM = 128 / TY pixels ty + TY r and the 8 outputs 4 tx .. 4 tx + 3 and NP / 2 + 4 tx ..
+   + 3: per 4 k it loads PM float4 of its pixels' rows (a warp reads 32 / TX distinct rows, each a broadcast) and
+   per k two float4 of weights (a warp reads TX consecutive 16-byte pieces twice) for 8 PM fma. TX = 16 for N =
+   120 (8 pixels x 8 outputs: 64 accumulators), 8 for N = 60 (4 x 8). Each output is the sum over k in
+   ascending order, then the bias. */
+template <int K, int N, int TX>
+struct sgs_shape {
+    static constexpr int KP = sg_shape<K, N>::KP, Q = sg_shape<K, N>::Q;  /* the staging's pieces, as above */
+    static constexpr int SS = sg_shape<K, N>::KS; /* sS row stride (words): the rows a warp reads at once (2 or 4
+                                                     consecutive) fall in different bank quads, and sg_issue fits */
+    static constexpr int NP = 8 * TX;                                      /* N padded */
+    static constexpr int TY = SG_THREADS / TX, PM = SG_TILE / TY;          /* pixel groups, pixels per thread */
+    static constexpr size_t SMEM = ((size_t)SG_TILE * SS + (size_t)K * NP + KP) * sizeof(float) + (size_t)Q * 8 +
+                                   (size_t)2 * SG_TILE * 4;
+    static_assert(K % 4 == 0 && N % 4 == 0 && N <= NP && SG_TILE % TY == 0, "sgs_shape");
+};
+
+/* The product of one staged tile (sT: [SG_TILE][KS]) with the weights and its epilogue: mode 0 + bias, relu; mode
+   1 added to out in place (+ bias if given). U: steps of 4 k unrolled (H100, 960x544, dev_step15d_simt_unroll_h100.log:
+   the second conv 0.43 -> 0.344 ms with U = 3 or 5 in the register-staged kernel; the first conv, whose 64
+   accumulators leave no registers to load ahead into, spills and slows with U > 1). */
+template <int K, int N, int TX, int U>
+static __device__ __forceinline__ void sgs_tile(const elan_cuda_shift_gemm_args &a, const float *sT, const float *sWt,
+                                                int p0, int tx, int ty) {
+    typedef sgs_shape<K, N, TX> S;
+    constexpr int SS = S::SS, NP = S::NP, TY = S::TY, PM = S::PM;
+    float acc[PM][8];
+#pragma unroll
+    for (int r = 0; r < PM; r++)
+#pragma unroll
+        for (int c = 0; c < 8; c++) acc[r][c] = 0.0f;
+    const float *ar = sT + ty * SS, *br = sWt + 4 * tx;
+#pragma unroll U
+    for (int k4 = 0; k4 < K; k4 += 4) {
+        float4 av[PM];
+#pragma unroll
+        for (int r = 0; r < PM; r++) av[r] = *(const float4 *)(ar + r * TY * SS + k4);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            const float4 b0 = *(const float4 *)(br + (k4 + kk) * NP), b1 = *(const float4 *)(br + (k4 + kk) * NP + NP / 2);
+#pragma unroll
+            for (int r = 0; r < PM; r++) {
+                const float x = kk == 0 ? av[r].x : kk == 1 ? av[r].y : kk == 2 ? av[r].z : av[r].w;
+                acc[r][0] = fmaf(x, b0.x, acc[r][0]), acc[r][1] = fmaf(x, b0.y, acc[r][1]);
+                acc[r][2] = fmaf(x, b0.z, acc[r][2]), acc[r][3] = fmaf(x, b0.w, acc[r][3]);
+                acc[r][4] = fmaf(x, b1.x, acc[r][4]), acc[r][5] = fmaf(x, b1.y, acc[r][5]);
+                acc[r][6] = fmaf(x, b1.z, acc[r][6]), acc[r][7] = fmaf(x, b1.w, acc[r][7]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < PM; r++) {
+        float *o = a.out + (long long)(p0 + ty + TY * r) * N;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int n = 4 * tx + h * (NP / 2);
+            if (n >= N) continue; /* N % 4 == 0: n + 3 < N too */
+            float4 res = make_float4(acc[r][4 * h], acc[r][4 * h + 1], acc[r][4 * h + 2], acc[r][4 * h + 3]);
+            if (a.bias) {
+                const float2 b0 = __ldg((const float2 *)(a.bias + n)), b1 = __ldg((const float2 *)(a.bias + n + 2));
+                res.x += b0.x, res.y += b0.y, res.z += b1.x, res.w += b1.y;
+            }
+            if (a.mode == 0) {
+                res.x = fmaxf(res.x, 0.0f), res.y = fmaxf(res.y, 0.0f), res.z = fmaxf(res.z, 0.0f), res.w = fmaxf(res.w, 0.0f);
+            } else {
+                const float4 x = *(const float4 *)(o + n);
+                res.x += x.x, res.y += x.y, res.z += x.z, res.w += x.w;
+            }
+            *(float4 *)(o + n) = res;
+        }
+    }
+}
+
+/* The weights transposed (sWt [K][NP], zero past N) and the per-channel tables, by the CTA's threads. */
+template <int K, int N, int TX>
+static __device__ __forceinline__ void sgs_consts(const elan_cuda_shift_gemm_args &a, float *sWt, float *sInb,
+                                                  int2 *sTap, int tid) {
+    typedef sgs_shape<K, N, TX> S;
+    for (int e = tid; e < K * S::NP; e += SG_THREADS) {
+        const int k = e / S::NP, j = e - k * S::NP;
+        sWt[e] = j < N ? __ldg(a.w + j * K + k) : 0.0f;
+    }
+    if (sInb)
+        for (int k = tid; k < S::KP; k += SG_THREADS) sInb[k] = a.in_bias && k < K ? __ldg(a.in_bias + k) : 0.0f;
+    for (int q = tid; q < S::Q; q += SG_THREADS) {
+        const int tp = 4 * q < K ? a.tap[4 * q] : 4;
+        sTap[q] = make_int2((tp / 3 - 1) * a.Wp + tp % 3 - 1, 4 * q < K ? tp : 31);
+    }
+}
+
+template <int K, int N, int TX, int U>
+static __global__ void __launch_bounds__(SG_THREADS, 2) shift_gemm_simt_kernel(elan_cuda_shift_gemm_args a, int tiles) {
+    typedef sgs_shape<K, N, TX> S;
+    constexpr int SS = S::SS, NP = S::NP, KP = S::KP;
+    extern __shared__ float4 smem4[];
+    float *sS = (float *)smem4;                  /* [SG_TILE][SS] */
+    float *sWt = sS + SG_TILE * SS;              /* [K][NP] */
+    float *sInb = sWt + K * NP;                  /* [KP] */
+    int2 *sTap = (int2 *)(sInb + KP);            /* [Q] */
+    unsigned *sMask = (unsigned *)(sTap + S::Q); /* [2][SG_TILE] */
+    const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
+
+    sgs_consts<K, N, TX>(a, sWt, sInb, sTap, tid);
+    int buf = 0;
+    if (tid < SG_TILE && (int)blockIdx.x < tiles) sMask[tid] = sg_tap_mask((int)blockIdx.x * SG_TILE + tid, a.Hp, a.Wp);
+    __syncthreads();
+
+    float4 v[sg_shape<K, N>::LOADS];
+    unsigned live;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int p0 = tile * SG_TILE, next = tile + (int)gridDim.x;
+        sg_load<K, N>(a, p0, sTap, sMask + buf * SG_TILE, v, &live); /* all of the tile's loads in flight at once */
+        __syncthreads(); /* the previous tile's sS is read */
+#pragma unroll
+        for (int u = 0; u < sg_shape<K, N>::LOADS; u++) { /* + in_bias on live pieces (the shift zero-fills after it) */
+            const int e = tid + u * SG_THREADS, i = e / S::Q, c = (e - i * S::Q) * 4;
+            if (e < SG_TILE * S::Q) {
+                float4 r = v[u];
+                if (live >> u & 1u) {
+                    const float4 b = *(const float4 *)(sInb + c);
+                    r.x += b.x, r.y += b.y, r.z += b.z, r.w += b.w;
+                }
+                *(float4 *)(sS + i * SS + c) = r;
+            }
+        }
+        if (tid < SG_TILE && next < tiles) sMask[(buf ^ 1) * SG_TILE + tid] = sg_tap_mask(next * SG_TILE + tid, a.Hp, a.Wp);
+        __syncthreads();
+        buf ^= 1;
+
+        sgs_tile<K, N, TX, U>(a, sS, sWt, p0, tx, ty);
+    }
+}
+
+/* The simt pass with the tile's shifted rows copied by cp.async (sg_issue), STAGES tiles in flight, as
+   shift_gemm_async_kernel does for tf32; FIX adds in_bias to each thread's own live pieces after they land
+   (the first conv: x + B), nothing is rounded. */
+template <int K, int N, int TX, int STAGES, bool FIX, int MINB>
+static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_simt_async_kernel(elan_cuda_shift_gemm_args a, int tiles) {
+    typedef sgs_shape<K, N, TX> S;
+    constexpr int SS = S::SS, NP = S::NP;
+    extern __shared__ float4 smem4[];
+    float *sS = (float *)smem4;                    /* [STAGES][SG_TILE][SS] */
+    float *sWt = sS + STAGES * SG_TILE * SS;       /* [K][NP] */
+    float *sInb = sWt + K * NP;                    /* [KP] */
+    int2 *sTap = (int2 *)(sInb + S::KP);           /* [Q] */
+    unsigned *sMask = (unsigned *)(sTap + S::Q);   /* [STAGES][SG_TILE] */
+    const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX, grid = (int)gridDim.x;
+    static_assert(SS == sg_shape<K, N>::KS, "sg_issue's stride");
+
+    sgs_consts<K, N, TX>(a, sWt, FIX ? sInb : NULL, sTap, tid);
+#pragma unroll
+    for (int st = 0; st < STAGES; st++) {
+        const int tile = (int)blockIdx.x + st * grid;
+        if (tid < SG_TILE && tile < tiles) sMask[st * SG_TILE + tid] = sg_tap_mask(tile * SG_TILE + tid, a.Hp, a.Wp);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++) sg_issue<K, N, STAGES>(a, tiles, st, sS, sTap, sMask);
+
+    for (int n = 0;; n++) {
+        const int tile = (int)blockIdx.x + n * grid;
+        if (tile >= tiles) break;
+        elan_cp_async_wait<STAGES - 2>();
+        float *sT = sS + (n % STAGES) * SG_TILE * SS;
+        if (FIX) { /* this thread's live pieces of the tile: + in_bias (the zero fill stays 0) */
+            const unsigned *m = sMask + (n % STAGES) * SG_TILE;
+#pragma unroll
+            for (int u = 0; u < sg_shape<K, N>::LOADS; u++) {
+                const int e = tid + u * SG_THREADS, i = e / S::Q, q = e - i * S::Q;
+                if (e < SG_TILE * S::Q && (m[i] >> sTap[q].y & 1u)) {
+                    float4 *r = (float4 *)(sT + i * SS + 4 * q);
+                    const float4 v = *r, b = *(const float4 *)(sInb + 4 * q);
+                    *r = make_float4(v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w);
+                }
+            }
+        }
+        __syncthreads();
+        sg_issue<K, N, STAGES>(a, tiles, n + STAGES - 1, sS, sTap, sMask);
+        {
+            const int later = tile + STAGES * grid; /* its mask goes where tile's was */
+            if (tid < SG_TILE && later < tiles)
+                sMask[(n % STAGES) * SG_TILE + tid] = sg_tap_mask(later * SG_TILE + tid, a.Hp, a.Wp);
+        }
+        if (a.mode == 1 && tile + grid < tiles) /* the next tile's out rows into L2 for its epilogue */
+            for (int l = tid; l * 32 < SG_TILE * N; l += SG_THREADS)
+                elan_prefetch_l2(a.out + (long long)(tile + grid) * SG_TILE * N + l * 32);
+        sgs_tile<K, N, TX, 1>(a, sT, sWt, tile * SG_TILE, tx, ty);
+    }
+}
+
+template <int K, int N, int TX, int STAGES, bool FIX>
+static constexpr size_t sgs_async_smem() {
+    typedef sgs_shape<K, N, TX> S;
+    return ((size_t)STAGES * SG_TILE * S::SS + (size_t)K * S::NP + S::KP) * sizeof(float) + (size_t)S::Q * 8 +
+           (size_t)STAGES * SG_TILE * 4;
+}
+
 typedef void (*sg_fn)(elan_cuda_shift_gemm_args, int);
 
 template <int K, int N, int STAGES, bool FIX>
@@ -353,6 +560,27 @@ static constexpr size_t sg_async_smem() {
 /* The kernel for (K, N): the cp.async ones (async: the input is tf32 already and has no in_bias, so the copies
    need no fix-up), or with regs the register-staged ones (ELANSR_CUDA_SHIFT_GEMM=regs; kept as the reference
    the cp.async ones were measured against). */
+/* fp32 on CUDA cores (a.simt). The first conv: the cp.async kernel (fix: in_bias given) at two CTAs per SM with
+   two stages (106 KB), or with regs the register-staged one (ELANSR_CUDA_SHIFT_GEMM=regs; 0.272 against 0.289 ms
+   at 960x544). The second: the register-staged kernel at two CTAs per SM, its loop unrolled by 3 (0.344 ms; a
+   cp.async version at one CTA with three stages, the tf32 kernels' shape, measured 0.377-0.394 and was dropped). */
+static sg_fn sgs_pick(int K, int N, int fix, int regs, size_t *smem) {
+    if (K == 60 && N == 120) {
+        if (regs) {
+            *smem = sgs_shape<60, 120, 16>::SMEM;
+            return shift_gemm_simt_kernel<60, 120, 16, 1>;
+        }
+        *smem = fix ? sgs_async_smem<60, 120, 16, 2, true>() : sgs_async_smem<60, 120, 16, 2, false>();
+        return fix ? shift_gemm_simt_async_kernel<60, 120, 16, 2, true, 2>
+                   : shift_gemm_simt_async_kernel<60, 120, 16, 2, false, 2>;
+    }
+    if (K == 120 && N == 60) {
+        *smem = sgs_shape<120, 60, 8>::SMEM;
+        return shift_gemm_simt_kernel<120, 60, 8, 3>;
+    }
+    return NULL;
+}
+
 static sg_fn sg_pick(int K, int N, int async, int regs, size_t *smem) {
     if (K == 60 && N == 120) { /* the cp.async kernel with its fix-up pass measured slower here (0.201 against
                                      0.187 ms at 960x544): the first conv keeps the register-staged one */
@@ -382,8 +610,8 @@ extern "C" int elan_cuda_shift_gemm_supported(int K, int N) {
 
 extern "C" cudaError_t elan_cuda_shift_gemm_prepare(int K, int N) {
     size_t smem;
-    for (int v = 0; v < 4; v++) { /* every variant: which one runs is decided per launch */
-        sg_fn f = sg_pick(K, N, v & 1, v >> 1, &smem);
+    for (int v = 0; v < 8; v++) { /* every variant: which one runs is decided per launch (v >= 4: simt) */
+        sg_fn f = v < 4 ? sg_pick(K, N, v & 1, v >> 1, &smem) : sgs_pick(K, N, v & 1, (v >> 1) & 1, &smem);
         if (!f) return cudaErrorInvalidValue;
         const cudaError_t e = cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
@@ -393,12 +621,13 @@ extern "C" cudaError_t elan_cuda_shift_gemm_prepare(int K, int N) {
 
 extern "C" cudaError_t elan_cuda_shift_gemm(const elan_cuda_shift_gemm_args *a, cudaStream_t s) {
     size_t smem;
-    sg_fn f = sg_pick(a->K, a->N, a->in_tf32 && !a->in_bias, sg_regs(), &smem);
+    sg_fn f = a->simt ? sgs_pick(a->K, a->N, a->in_bias != NULL, sg_regs(), &smem)
+                      : sg_pick(a->K, a->N, a->in_tf32 && !a->in_bias, sg_regs(), &smem);
     const long long P = (long long)a->n * a->Hp * a->Wp;
     /* tiles of 128 whole pixels; 16-byte rows; taps constant over runs of 4 (the caller's promise) */
     if (!f || P % SG_TILE || P > 0x7fffffffLL || ((size_t)a->in & 15) || ((size_t)a->out & 15) ||
         (a->in_bias && ((size_t)a->in_bias & 15)) || (a->bias && ((size_t)a->bias & 7)) || (a->mode == 0 && !a->bias) ||
-        a->in == a->out)
+        a->in == a->out || (a->simt && (a->out_tf32 || a->in_tf32)))
         return cudaErrorInvalidValue;
     const int tiles = (int)(P / SG_TILE);
     long long slots = 0;
