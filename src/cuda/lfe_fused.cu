@@ -15,7 +15,9 @@
    The grid is persistent: 2 CTAs per SM on sm_90 (110 KB of shared memory each for C = 60, e = 120; 1 on an A100,
    whose SM has 164 KB; registers capped at 128 by __launch_bounds__) loop over the tiles (consecutive tile
    indices are neighbours, so the CTAs in flight work on one band of the image and the halos come from L2), and
-   load the weights once.
+   load the weights once. With a.rev the tiles are visited from the last one back (lfe_sweep), so that a launch
+   starts where the previous kernel's sweep ended, on the part of its input still in L2 (cuda_backend.cu
+   alternates it).
 
    Two paths, chosen per launch inside the kernel (every CTA reads the same taps, so all take the same one):
 
