@@ -348,9 +348,10 @@ static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_async_kern
    and read back). Here, as in the tf32 kernels above, the shift is applied while the tile is gathered and the
    first conv's bias and ReLU in its epilogue; the products are fp32 fma with nothing rounded.
 
-   Shape: tiles of 128 pixels as above, gathered by sg_load (+ in_bias, unrounded) into sS [128][SS] (k
-   contiguous; SS = KP + 4 words, so that the rows a warp reads at once sit in different bank quads), and the
-   weights transposed once into sWt [K][NP] (n contiguous, N zero-padded to NP = 8 TX). Thread (ty, tx) = (tid /
+   Shape: tiles of 128 pixels as above, their shifted rows (+ in_bias, unrounded) in sS [128][SS] (k contiguous;
+   SS is the tf32 kernels' KS, 72 or 120 words, so that the 2 or 4 consecutive rows a warp reads at once sit in
+   different bank quads), gathered by sg_load through registers or by sg_issue's cp.async (sgs_pick says which
+   pass takes which), and the weights transposed once into sWt [K][NP] (n contiguous, N zero-padded to NP = 8 TX). Thread (ty, tx) = (tid /
    TX, tid % TX) owns the PM = 128 / TY pixels ty + TY r and the 8 outputs 4 tx .. 4 tx + 3 and NP / 2 + 4 tx ..
    + 3: per 4 k it loads PM float4 of its pixels' rows (a warp reads 32 / TX distinct rows, each a broadcast) and
    per k two float4 of weights (a warp reads TX consecutive 16-byte pieces twice) for 8 PM fma. TX = 16 for N =
