@@ -48,102 +48,139 @@
    (Measured on the H100 at 960x540: a thread per (pixel, channel) in NHWC order, 54 scalar shared loads per
    output, took 285 us; a thread per pixel looping over the channels, 901 us: its stores hit 32 pixels' rows
    at once.) */
-template <typename T>
-static __global__ void __launch_bounds__(256) head_kernel(elan_cuda_head_args a) {
-    extern __shared__ float smem[];
-    float *halo = smem;            /* [3][HALO_N] */
-    float *sm = halo + 3 * HALO_N; /* 12 */
-    const int C = a.C, CP = (C + 1) / 2;
+/* The 3 x 18 x 18 halo of tile `tile` (sub_mean applied, zero outside the padded image), the thread's share of
+   it (pieces tid, tid + 256 of each channel) into registers: loaded a tile ahead, stored after. */
+struct head_halo {
+    float v[2][3];
+};
+static __device__ __forceinline__ head_halo head_load(const elan_cuda_head_args &a, const float *sm, int tile) {
     const int tiles_x = a.Wp / TILE, tiles_y = a.Hp / TILE;
-    const int tile = blockIdx.x;
-    const int tx0 = (tile % tiles_x) * TILE;
-    const int ty0 = (tile / tiles_x % tiles_y) * TILE;
-    const int img = tile / tiles_x / tiles_y;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-
-    for (int i = tid; i < 12; i += blockDim.x) sm[i] = a.sub_mean[i];
-    __syncthreads();
-    elan_pdl_wait(); /* the input (and, for x / hb / xh, the previous forward's readers) */
-
+    const int tx0 = (tile % tiles_x) * TILE, ty0 = (tile / tiles_x % tiles_y) * TILE, img = tile / tiles_x / tiles_y;
     const size_t plane = (size_t)a.H * a.W;
     const float *in = a.in + (size_t)img * 3 * plane;
-    for (int i = tid; i < HALO_N; i += blockDim.x) {
+    head_halo h;
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int i = (int)threadIdx.x + 256 * u;
         const int py = ty0 + i / HALO - 1, px = tx0 + i % HALO - 1;
         float v0 = 0.0f, v1 = 0.0f, v2 = 0.0f;
-        if (py >= 0 && py < a.Hp && px >= 0 && px < a.Wp) {
+        if (i < HALO_N && py >= 0 && py < a.Hp && px >= 0 && px < a.Wp) {
             const size_t o = (size_t)a.mirror_y[py] * a.W + a.mirror_x[px];
             const float r = in[o], g = in[plane + o], b = in[2 * plane + o];
             v0 = sm[9] + sm[0] * r + sm[1] * g + sm[2] * b;
             v1 = sm[10] + sm[3] * r + sm[4] * g + sm[5] * b;
             v2 = sm[11] + sm[6] * r + sm[7] * g + sm[8] * b;
         }
-        halo[i] = v0;
-        halo[HALO_N + i] = v1;
-        halo[2 * HALO_N + i] = v2;
+        h.v[u][0] = v0, h.v[u][1] = v1, h.v[u][2] = v2;
     }
+    return h;
+}
+static __device__ __forceinline__ void head_store(float *halo, const head_halo &h) {
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int i = (int)threadIdx.x + 256 * u;
+        if (i < HALO_N) {
+            halo[i] = h.v[u][0];
+            halo[HALO_N + i] = h.v[u][1];
+            halo[2 * HALO_N + i] = h.v[u][2];
+        }
+    }
+}
+
+/* Persistent: a CTA takes tiles blockIdx.x, + gridDim.x, ... (the grid is what fits at once), and loads the next
+   tile's halo into registers before it computes this one, so that the loads' latency hides behind the products.
+   Measured on the H100 at 4K: 111.8 -> 104.7 us against one CTA per tile (720p unchanged, one tile per CTA there).
+   The halo was the smaller part: the head writes 360 bytes per pixel (hb in fp32, xh), ~1.8 TB/s at 104.7 us. */
+template <typename T>
+static __global__ void __launch_bounds__(256, 2) head_kernel(elan_cuda_head_args a, int tiles) {
+    extern __shared__ float smem[];
+    float *sm = smem;          /* 12 */
+    float *halo0 = smem + 16;  /* [2][3][HALO_N] */
+    const int C = a.C, CP = (C + 1) / 2;
+    const int tiles_x = a.Wp / TILE, tiles_y = a.Hp / TILE;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+    for (int i = tid; i < 12; i += blockDim.x) sm[i] = a.sub_mean[i];
+    __syncthreads();
+    elan_pdl_wait(); /* the input (and, for x / hb / xh, the previous forward's readers) */
+    int tile = blockIdx.x, buf = 0;
+    if (tile < tiles) head_store(halo0, head_load(a, sm, tile));
     __syncthreads();
 
     const bool pairs = C % 2 == 0; /* 8-byte (x, hb) and 4-byte (xh) pair stores stay aligned */
-    const size_t tile_px = ((size_t)img * a.Hp + ty0) * a.Wp + tx0;
 #pragma unroll 1
-    for (int j = lane; j - lane < CP; j += 32) {
-        const bool live = j < CP;
-        const int c0 = 2 * j, c1 = min(2 * j + 1, C - 1); /* odd C: the last pair computes channel C-1 twice */
-        float w0[27], w1[27];
-#pragma unroll
-        for (int k = 0; k < 27; k++) {
-            w0[k] = live ? a.w[c0 * 27 + k] : 0.0f;
-            w1[k] = live ? a.w[c1 * 27 + k] : 0.0f;
-        }
-        const float b0 = live ? a.b[c0] : 0.0f, b1 = live ? a.b[c1] : 0.0f;
+    for (; tile < tiles; tile += gridDim.x, buf ^= 1) {
+        const int next = tile + (int)gridDim.x;
+        if (next >= tiles) elan_pdl_trigger(); /* the CTA's last tile: the next kernel may start placing its CTAs */
+        head_halo hn;
+        if (next < tiles) hn = head_load(a, sm, next);
+        const float *halo = halo0 + buf * 3 * HALO_N;
+        const int tx0 = (tile % tiles_x) * TILE, ty0 = (tile / tiles_x % tiles_y) * TILE, img = tile / tiles_x / tiles_y;
+        const size_t tile_px = ((size_t)img * a.Hp + ty0) * a.Wp + tx0;
 #pragma unroll 1
-        for (int q = 0; q < TILE * TILE / (8 * HEAD_PV); q++) {
-            const int lx = warp + 8 * (q & 1), ly0 = (q >> 1) * HEAD_PV; /* pixels (ly0 .. ly0 + HEAD_PV - 1, lx) */
-            float acc[HEAD_PV][2];
+        for (int j = lane; j - lane < CP; j += 32) {
+            const bool live = j < CP;
+            const int c0 = 2 * j, c1 = min(2 * j + 1, C - 1); /* odd C: the last pair computes channel C-1 twice */
+            float w0[27], w1[27];
 #pragma unroll
-            for (int i = 0; i < HEAD_PV; i++) acc[i][0] = b0, acc[i][1] = b1;
+            for (int k = 0; k < 27; k++) {
+                w0[k] = live ? __ldg(a.w + c0 * 27 + k) : 0.0f;
+                w1[k] = live ? __ldg(a.w + c1 * 27 + k) : 0.0f;
+            }
+            const float b0 = live ? __ldg(a.b + c0) : 0.0f, b1 = live ? __ldg(a.b + c1) : 0.0f;
+#pragma unroll 1
+            for (int q = 0; q < TILE * TILE / (8 * HEAD_PV); q++) {
+                const int lx = warp + 8 * (q & 1), ly0 = (q >> 1) * HEAD_PV; /* pixels (ly0 .. ly0 + HEAD_PV - 1, lx) */
+                float acc[HEAD_PV][2];
 #pragma unroll
-            for (int c = 0; c < 3; c++)
+                for (int i = 0; i < HEAD_PV; i++) acc[i][0] = b0, acc[i][1] = b1;
 #pragma unroll
-                for (int r = 0; r < HEAD_PV + 2; r++) /* halo row ly0 + r is tap row r - i of pixel i */
+                for (int c = 0; c < 3; c++)
 #pragma unroll
-                    for (int kx = 0; kx < 3; kx++) {
-                        const float v = halo[c * HALO_N + (ly0 + r) * HALO + lx + kx];
+                    for (int r = 0; r < HEAD_PV + 2; r++) /* halo row ly0 + r is tap row r - i of pixel i */
 #pragma unroll
-                        for (int i = 0; i < HEAD_PV; i++) {
-                            const int ky = r - i;
-                            if (ky < 0 || ky > 2) continue;
-                            acc[i][0] += v * w0[c * 9 + ky * 3 + kx];
-                            acc[i][1] += v * w1[c * 9 + ky * 3 + kx];
+                        for (int kx = 0; kx < 3; kx++) {
+                            const float v = halo[c * HALO_N + (ly0 + r) * HALO + lx + kx];
+#pragma unroll
+                            for (int i = 0; i < HEAD_PV; i++) {
+                                const int ky = r - i;
+                                if (ky < 0 || ky > 2) continue;
+                                acc[i][0] += v * w0[c * 9 + ky * 3 + kx];
+                                acc[i][1] += v * w1[c * 9 + ky * 3 + kx];
+                            }
                         }
-                    }
-            if (!live) continue;
+                if (!live) continue;
 #pragma unroll
-            for (int i = 0; i < HEAD_PV; i++) {
-                const float acc0 = acc[i][0], acc1 = acc[i][1];
-                const size_t o = (tile_px + (size_t)(ly0 + i) * a.Wp + lx) * C + c0;
-                if (pairs) {
-                    if (a.x) *(float2 *)(a.x + o) = make_float2(acc0, acc1);
-                    *(float2 *)(a.hb + o) = make_float2(acc0, acc1);
-                    if constexpr (sizeof(T) == 2) *(unsigned *)((T *)a.xh + o) = elan_pack2_out<T>(acc0, acc1);
-                } else {
-                    if (a.x) a.x[o] = acc0;
-                    a.hb[o] = acc0;
-                    if constexpr (sizeof(T) == 2) ((T *)a.xh)[o] = elan_from_f<T>(acc0);
-                    if (c0 + 1 < C) {
-                        if (a.x) a.x[o + 1] = acc1;
-                        a.hb[o + 1] = acc1;
-                        if constexpr (sizeof(T) == 2) ((T *)a.xh)[o + 1] = elan_from_f<T>(acc1);
+                for (int i = 0; i < HEAD_PV; i++) {
+                    const float acc0 = acc[i][0], acc1 = acc[i][1];
+                    const size_t o = (tile_px + (size_t)(ly0 + i) * a.Wp + lx) * C + c0;
+                    if (pairs) {
+                        if (a.x) *(float2 *)(a.x + o) = make_float2(acc0, acc1);
+                        *(float2 *)(a.hb + o) = make_float2(acc0, acc1);
+                        if constexpr (sizeof(T) == 2) *(unsigned *)((T *)a.xh + o) = elan_pack2_out<T>(acc0, acc1);
+                    } else {
+                        if (a.x) a.x[o] = acc0;
+                        a.hb[o] = acc0;
+                        if constexpr (sizeof(T) == 2) ((T *)a.xh)[o] = elan_from_f<T>(acc0);
+                        if (c0 + 1 < C) {
+                            if (a.x) a.x[o + 1] = acc1;
+                            a.hb[o + 1] = acc1;
+                            if constexpr (sizeof(T) == 2) ((T *)a.xh)[o + 1] = elan_from_f<T>(acc1);
+                        }
                     }
                 }
             }
         }
+        /* the next tile's halo into the other buffer: everyone finished reading it in the previous iteration
+           (barrier below); then this tile's buffer is free and the next one visible */
+        if (next < tiles) head_store(halo0 + (buf ^ 1) * 3 * HALO_N, hn);
+        __syncthreads();
     }
 }
 
 extern "C" size_t elan_cuda_head_smem(int C) {
     (void)C;
-    return (size_t)(3 * HALO_N + 12) * sizeof(float);
+    return (size_t)(16 + 2 * 3 * HALO_N) * sizeof(float);
 }
 
 extern "C" cudaError_t elan_cuda_head_prepare(int C) {
@@ -158,13 +195,17 @@ extern "C" cudaError_t elan_cuda_head_prepare(int C) {
 extern "C" cudaError_t elan_cuda_head(const elan_cuda_head_args *a, cudaStream_t s) {
     const long long tiles = (long long)a->n * (a->Hp / TILE) * (a->Wp / TILE);
     const size_t smem = elan_cuda_head_smem(a->C);
-    if (!a->xh || a->act == ELAN_ACT_F32)
-        return elan_launch_pdl(head_kernel<float>, dim3((unsigned)tiles), dim3(256), smem, s, *a);
-    if (a->act == ELAN_ACT_F16)
-        return elan_launch_pdl(head_kernel<__half>, dim3((unsigned)tiles), dim3(256), smem, s, *a);
-    if (a->act == ELAN_ACT_BF16)
-        return elan_launch_pdl(head_kernel<__nv_bfloat16>, dim3((unsigned)tiles), dim3(256), smem, s, *a);
-    return cudaErrorInvalidValue;
+    void (*f)(elan_cuda_head_args, int) = !a->xh || a->act == ELAN_ACT_F32 ? head_kernel<float>
+                                          : a->act == ELAN_ACT_F16          ? head_kernel<__half>
+                                          : a->act == ELAN_ACT_BF16         ? head_kernel<__nv_bfloat16>
+                                                                            : NULL;
+    if (!f || tiles > INT_MAX) return cudaErrorInvalidValue;
+    if (tiles == 0) return cudaSuccess;
+    long long slots = 0;
+    const cudaError_t e = elan_resident_ctas(f, 256, smem, &slots);
+    if (e != cudaSuccess) return e;
+    const long long grid = slots > 0 && slots < tiles ? slots : tiles;
+    return elan_launch_pdl(f, dim3((unsigned)grid), dim3(256), smem, s, *a, (int)tiles);
 }
 
 /* Input channels per shared-memory chunk of the tail: 12 divides both 60 and 180; other C are zero-padded. */
