@@ -1,5 +1,5 @@
 /* shift_gemm.cu — one ShiftConv of LFE (shift, then 1x1 conv) as one pass on tf32 tensor cores (precision tf32,
-   fp32 activations):
+   fp32 activations), or on CUDA cores in fp32 (precision fp32, a.simt: the section near the end of this file):
 
      s[p][k]   = in[p + d(tap[k])][k] + in_bias[k]          (0 outside the padded image)
      mode 0:   out[p][j]  = relu(bias[j] + sum_k w[j][k] s[p][k])    first conv:  x -> t
