@@ -60,6 +60,15 @@ static __device__ __forceinline__ unsigned sg_tap_mask(int p, int Hp, int Wp) {
     return (vy & 1u ? vx : 0u) | (vy & 2u ? vx << 3 : 0u) | (vy & 4u ? vx << 6 : 0u);
 }
 
+/* The per-piece tap table: (dy * Wp + dx, tap) of each 4-channel piece; tap 31 (never in a row's mask) past K. */
+template <int K, int Q>
+static __device__ __forceinline__ void sg_taps(const elan_cuda_shift_gemm_args &a, int2 *sTap, int tid) {
+    for (int q = tid; q < Q; q += SG_THREADS) {
+        const int tp = 4 * q < K ? a.tap[4 * q] : 4;
+        sTap[q] = make_int2((tp / 3 - 1) * a.Wp + tp % 3 - 1, 4 * q < K ? tp : 31);
+    }
+}
+
 /* A tile's shifted rows from global memory into registers: piece u of this thread is row i, channels
    4q..4q+3 of the tile; bit u of *live says it is a channel < K of a source pixel inside the image (else it
    stays 0). The tap of piece q (source offset in pixels, tap index; index 31 for the zero pieces past K) comes
@@ -182,10 +191,7 @@ static __global__ void __launch_bounds__(SG_THREADS, 2) shift_gemm_kernel(elan_c
         sW[j * KS + k] = __uint_as_float(elan_tf32(j < N && k < K ? __ldg(a.w + j * K + k) : 0.0f));
     }
     for (int k = tid; k < KP; k += SG_THREADS) sInb[k] = a.in_bias && k < K ? __ldg(a.in_bias + k) : 0.0f;
-    for (int q = tid; q < S::Q; q += SG_THREADS) {
-        const int tp = 4 * q < K ? a.tap[4 * q] : 4;
-        sTap[q] = make_int2((tp / 3 - 1) * a.Wp + tp % 3 - 1, 4 * q < K ? tp : 31);
-    }
+    sg_taps<K, S::Q>(a, sTap, tid);
     int buf = 0;
     if (tid < SG_TILE && (int)blockIdx.x < tiles) sMask[tid] = sg_tap_mask((int)blockIdx.x * SG_TILE + tid, a.Hp, a.Wp);
     __syncthreads();
@@ -241,6 +247,41 @@ static __device__ __forceinline__ void sg_issue(const elan_cuda_shift_gemm_args 
     elan_cp_async_commit();
 }
 
+/* FIX: once this thread's own copies of a stage have landed, its live pieces (the zero fill stays 0) get in_bias
+   added in place, and with TF32 are rounded to tf32. */
+template <int K, int N, bool TF32>
+static __device__ __forceinline__ void sg_fixup(float *sT, const unsigned *m, const int2 *sTap, const float *sInb,
+                                                int tid) {
+    typedef sg_shape<K, N> S;
+#pragma unroll
+    for (int u = 0; u < S::LOADS; u++) {
+        const int e = tid + u * SG_THREADS, i = e / S::Q, q = e - i * S::Q;
+        if (e < SG_TILE * S::Q && (m[i] >> sTap[q].y & 1u)) {
+            float4 *r = (float4 *)(sT + i * S::KS + 4 * q);
+            const float4 v = *r, b = *(const float4 *)(sInb + 4 * q);
+            if (TF32)
+                *(uint4 *)r = make_uint4(elan_tf32(v.x + b.x), elan_tf32(v.y + b.y), elan_tf32(v.z + b.z), elan_tf32(v.w + b.w));
+            else
+                *r = make_float4(v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w);
+        }
+    }
+}
+
+/* After the barrier of the CTA's n-th tile (tile): the copies of tile n + STAGES - 1 into the stage just read, the
+   tap masks of tile n + STAGES where tile n's were, and in mode 1 the next tile's out rows into L2 for its
+   epilogue. */
+template <int K, int N, int STAGES>
+static __device__ __forceinline__ void sg_advance(const elan_cuda_shift_gemm_args &a, int tiles, int n, int tile,
+                                                  float *sS, const int2 *sTap, unsigned *sMask, int tid) {
+    const int grid = (int)gridDim.x;
+    sg_issue<K, N, STAGES>(a, tiles, n + STAGES - 1, sS, sTap, sMask);
+    const int later = tile + STAGES * grid;
+    if (tid < SG_TILE && later < tiles) sMask[(n % STAGES) * SG_TILE + tid] = sg_tap_mask(later * SG_TILE + tid, a.Hp, a.Wp);
+    if (a.mode == 1 && tile + grid < tiles)
+        for (int l = tid; l * 32 < SG_TILE * N; l += SG_THREADS)
+            elan_prefetch_l2(a.out + (long long)(tile + grid) * SG_TILE * N + l * 32);
+}
+
 /* Both convs with the shifted rows copied by cp.async straight from global to shared memory (16 bytes a piece,
    zero-filled for a source outside the image), STAGES tiles in flight per CTA: while tile n is multiplied,
    tiles n+1 .. n+STAGES-1 are being copied, and no register holds them (the register-staged kernel above had
@@ -275,10 +316,7 @@ static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_async_kern
         const int j = e / KP, k = e - j * KP;
         sW[j * KS + k] = __uint_as_float(elan_tf32(j < N && k < K ? __ldg(a.w + j * K + k) : 0.0f));
     }
-    for (int q = tid; q < S::Q; q += SG_THREADS) {
-        const int tp = 4 * q < K ? a.tap[4 * q] : 4;
-        sTap[q] = make_int2((tp / 3 - 1) * a.Wp + tp % 3 - 1, 4 * q < K ? tp : 31);
-    }
+    sg_taps<K, S::Q>(a, sTap, tid);
 #pragma unroll
     for (int st = 0; st < STAGES; st++) {
         const int tile = (int)blockIdx.x + st * grid;
@@ -294,30 +332,9 @@ static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_async_kern
         if (tile >= tiles) break;
         const int p0 = tile * SG_TILE;
         elan_cp_async_wait<STAGES - 2>();
-        if (FIX) { /* this thread's pieces of the tile: + in_bias, rounded to tf32 */
-            const unsigned *m = sMask + (n % STAGES) * SG_TILE;
-            float *sT = sS + (n % STAGES) * SG_TILE * KS;
-#pragma unroll
-            for (int u = 0; u < S::LOADS; u++) {
-                const int e = tid + u * SG_THREADS, i = e / S::Q, q = e - i * S::Q;
-                if (e < SG_TILE * S::Q && (m[i] >> sTap[q].y & 1u)) {
-                    float4 *r = (float4 *)(sT + i * KS + 4 * q);
-                    const float4 v = *r, b = *(const float4 *)(sInb + 4 * q);
-                    *(uint4 *)r = make_uint4(elan_tf32(v.x + b.x), elan_tf32(v.y + b.y), elan_tf32(v.z + b.z), elan_tf32(v.w + b.w));
-                }
-            }
-        }
+        if (FIX) sg_fixup<K, N, true>(sS + (n % STAGES) * SG_TILE * KS, sMask + (n % STAGES) * SG_TILE, sTap, sInb, tid);
         __syncthreads();
-        sg_issue<K, N, STAGES>(a, tiles, n + STAGES - 1, sS, sTap, sMask);
-        {
-            const int later = tile + STAGES * grid; /* its mask goes where tile's was */
-            if (tid < SG_TILE && later < tiles)
-                sMask[(n % STAGES) * SG_TILE + tid] = sg_tap_mask(later * SG_TILE + tid, a.Hp, a.Wp);
-        }
-        /* the next tile's out rows into L2 for its epilogue */
-        if (a.mode == 1 && tile + grid < tiles)
-            for (int l = tid; l * 32 < SG_TILE * N; l += SG_THREADS)
-                elan_prefetch_l2(a.out + (long long)(p0 + grid * SG_TILE) * N + l * 32);
+        sg_advance<K, N, STAGES>(a, tiles, n, tile, sS, sTap, sMask, tid);
 
         /* mode 1: this lane's out values of the tile, loaded before the products so that their latency (an L2
            hit: prefetched a tile ago) hides behind them */
@@ -436,10 +453,7 @@ static __device__ __forceinline__ void sgs_consts(const elan_cuda_shift_gemm_arg
     }
     if (sInb)
         for (int k = tid; k < S::KP; k += SG_THREADS) sInb[k] = a.in_bias && k < K ? __ldg(a.in_bias + k) : 0.0f;
-    for (int q = tid; q < S::Q; q += SG_THREADS) {
-        const int tp = 4 * q < K ? a.tap[4 * q] : 4;
-        sTap[q] = make_int2((tp / 3 - 1) * a.Wp + tp % 3 - 1, 4 * q < K ? tp : 31);
-    }
+    sg_taps<K, S::Q>(a, sTap, tid);
 }
 
 template <int K, int N, int TX, int U>
@@ -516,28 +530,9 @@ static __global__ void __launch_bounds__(SG_THREADS, MINB) shift_gemm_simt_async
         if (tile >= tiles) break;
         elan_cp_async_wait<STAGES - 2>();
         float *sT = sS + (n % STAGES) * SG_TILE * SS;
-        if (FIX) { /* this thread's live pieces of the tile: + in_bias (the zero fill stays 0) */
-            const unsigned *m = sMask + (n % STAGES) * SG_TILE;
-#pragma unroll
-            for (int u = 0; u < sg_shape<K, N>::LOADS; u++) {
-                const int e = tid + u * SG_THREADS, i = e / S::Q, q = e - i * S::Q;
-                if (e < SG_TILE * S::Q && (m[i] >> sTap[q].y & 1u)) {
-                    float4 *r = (float4 *)(sT + i * SS + 4 * q);
-                    const float4 v = *r, b = *(const float4 *)(sInb + 4 * q);
-                    *r = make_float4(v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w);
-                }
-            }
-        }
+        if (FIX) sg_fixup<K, N, false>(sT, sMask + (n % STAGES) * SG_TILE, sTap, sInb, tid);
         __syncthreads();
-        sg_issue<K, N, STAGES>(a, tiles, n + STAGES - 1, sS, sTap, sMask);
-        {
-            const int later = tile + STAGES * grid; /* its mask goes where tile's was */
-            if (tid < SG_TILE && later < tiles)
-                sMask[(n % STAGES) * SG_TILE + tid] = sg_tap_mask(later * SG_TILE + tid, a.Hp, a.Wp);
-        }
-        if (a.mode == 1 && tile + grid < tiles) /* the next tile's out rows into L2 for its epilogue */
-            for (int l = tid; l * 32 < SG_TILE * N; l += SG_THREADS)
-                elan_prefetch_l2(a.out + (long long)(tile + grid) * SG_TILE * N + l * 32);
+        sg_advance<K, N, STAGES>(a, tiles, n, tile, sS, sTap, sMask, tid);
         sgs_tile<K, N, TX, 1>(a, sT, sWt, tile * SG_TILE, tx, ty);
     }
 }
